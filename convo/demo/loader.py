@@ -1,0 +1,139 @@
+"""Loads the fictional company's demo: knowledge, actions, intents, teams and one login per role.
+
+Idempotent: running it again changes only what differs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from convo.models import Intent, IntentExample, IntentKind
+from governance.roles import Role
+from governance.services import audit_event_record
+from integrations.models import ActionDefinition, Connector
+from knowledge.embeddings import embed_texts
+from knowledge.models import Audience
+from knowledge.services import collection_ensure, document_ingest_markdown
+from review.services import team_default
+
+DEMO_DIR = Path(__file__).resolve().parent
+SMALLTALK_REPLIES = {
+    "greeting": ("Hello! I can answer questions about delivery, returns and refunds, check an order, "
+                 "or bring in a person from our team. What can I do for you?"),
+    "goodbye_thanks": "You're welcome! If anything else comes up, just write here.",
+}
+INTENT_KINDS = {"human_handoff": IntentKind.HANDOFF}
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    role: str
+    first_name: str
+
+
+DEMO_USERS = [
+    DemoUser("agent", "tandem-agent", Role.AGENT, "Alex"),
+    DemoUser("agent2", "tandem-agent2", Role.AGENT, "Sam"),
+    DemoUser("supervisor", "tandem-supervisor", Role.SUPERVISOR, "Robin"),
+    DemoUser("compliance", "tandem-compliance", Role.COMPLIANCE, "Casey"),
+    DemoUser("modelowner", "tandem-modelowner", Role.MODEL_OWNER, "Morgan"),
+    DemoUser("admin", "tandem-admin", Role.ADMINISTRATOR, "Ada"),
+]
+
+
+def _load_catalogue() -> dict:
+    return json.loads((DEMO_DIR / "actions.json").read_text())
+
+
+def load_knowledge(stdout=None) -> int:
+    customer = collection_ensure(name="Help centre", audience=Audience.CUSTOMER,
+                                 description="Articles customers can read; the assistant answers from these.")
+    internal = collection_ensure(name="Agent playbooks", audience=Audience.INTERNAL,
+                                 description="Internal guidance for agents; never shown to customers.")
+    changed = 0
+    for path in sorted((DEMO_DIR / "articles").glob("*.md")):
+        body = path.read_text()
+        internal_only = re.search(r"<!--\s*audience:\s*internal\s*-->", body) is not None
+        collection = internal if internal_only else customer
+        url = "" if internal_only else f"/help/{path.stem}/"
+        _, did_change = document_ingest_markdown(collection=collection, slug=path.stem, body=body, url=url)
+        changed += int(did_change)
+        if stdout and did_change:
+            stdout.write(f"  ingested {path.stem}")
+    return changed
+
+
+def load_actions(catalogue: dict) -> None:
+    for spec in catalogue["connectors"]:
+        Connector.objects.update_or_create(
+            name=spec["name"],
+            defaults={"base_url": spec.get("default_base_url", ""), "base_url_env": spec.get("base_url_env", ""),
+                      "auth": spec.get("auth", "none"), "secret_env": spec.get("secret_env", ""),
+                      "timeout_s": spec.get("timeout_s", 5)},
+        )
+    for spec in catalogue["actions"]:
+        ActionDefinition.objects.update_or_create(
+            name=spec["name"],
+            defaults={
+                "title": spec["title"], "description": spec["description"],
+                "connector": Connector.objects.get(name=spec["connector"]), "method": spec["method"],
+                "path": spec["path"], "parameters_schema": spec["parameters"], "risk_level": spec["risk"],
+                "approval_rule": spec["approval"], "examples": spec["examples"], "ask": spec.get("ask", {}),
+                "result_template": spec.get("result_template", ""),
+            },
+        )
+
+
+def load_intents(catalogue: dict) -> None:
+    wanted: list[tuple[str, str, str, str, list[str]]] = []
+    for spec in catalogue["actions"]:
+        wanted.append((spec["name"], IntentKind.ACTION, spec["name"], "", spec["examples"]))
+    for spec in catalogue["intents"]:
+        kind = INTENT_KINDS.get(spec["name"], IntentKind.SMALLTALK)
+        wanted.append((spec["name"], kind, "", SMALLTALK_REPLIES.get(spec["name"], ""), spec["examples"]))
+    for name, kind, action_name, reply, examples in wanted:
+        intent, _ = Intent.objects.update_or_create(name=name, defaults={"kind": kind, "action_name": action_name,
+                                                                         "reply": reply})
+        existing = set(intent.examples.values_list("text", flat=True))
+        new = [e for e in examples if e not in existing]
+        intent.examples.exclude(text__in=examples).delete()
+        if new:
+            IntentExample.objects.bulk_create(
+                [IntentExample(intent=intent, text=t, embedding=v) for t, v in zip(new, embed_texts(new))]
+            )
+
+
+def load_people() -> list[DemoUser]:
+    User = get_user_model()
+    team = team_default()
+    for demo in DEMO_USERS:
+        user, created = User.objects.get_or_create(username=demo.username, defaults={"first_name": demo.first_name})
+        if created:
+            user.set_password(demo.password)
+        user.is_staff = True
+        user.is_superuser = demo.role == Role.ADMINISTRATOR
+        user.email = f"{demo.username}@brightwater.example"
+        user.save()
+        user.groups.add(Group.objects.get(name=demo.role))
+        if demo.role in (Role.AGENT, Role.SUPERVISOR):
+            team.members.add(user)
+    return DEMO_USERS
+
+
+def load_demo(stdout=None) -> dict:
+    catalogue = _load_catalogue()
+    changed = load_knowledge(stdout)
+    with transaction.atomic():
+        load_actions(catalogue)
+        load_intents(catalogue)
+        users = load_people()
+        audit_event_record(action="demo.loaded", data={"documents_changed": changed})
+    return {"documents_changed": changed, "users": users}

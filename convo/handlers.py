@@ -1,0 +1,54 @@
+"""How the conversation app plugs into the lower apps (registered in ConvoConfig.ready)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.urls import reverse
+
+from integrations import registry as integrations_registry
+from integrations.models import ActionRun
+from review.registry import SubjectHandler, register_subject
+
+
+def _conversation_url(subject_id: str) -> str:
+    return reverse("office:conversation", args=[subject_id])
+
+
+def _action_run_url(subject_id: str) -> str:
+    conversation_id = ActionRun.objects.filter(pk=subject_id).values_list("subject_id", flat=True).first()
+    return reverse("office:conversation", args=[conversation_id]) if conversation_id else ""
+
+
+def register() -> None:
+    from convo.services import SUBJECT_TYPE
+
+    register_subject(SubjectHandler(subject_type=SUBJECT_TYPE, url=_conversation_url))
+    register_subject(SubjectHandler(subject_type="integrations.actionrun", url=_action_run_url))
+    integrations_registry.on_run_settled(_on_run_settled)
+
+
+def _on_run_settled(run_id: str) -> None:
+    from convo.tasks import notify_action_settled
+
+    notify_action_settled.delay(run_id)
+
+
+def action_run_announce(*, run_id: str) -> None:
+    """Tell the customer how an approved (or rejected) action ended, once."""
+    from convo.pipeline import action_result_text
+    from convo.services import SUBJECT_TYPE, assistant_message_post
+
+    run = ActionRun.objects.select_related("action").get(pk=run_id)
+    if run.subject_type != SUBJECT_TYPE or not run.requires_approval:
+        return  # runs executed inside a turn are reported by that turn
+    from convo.models import Conversation, Message
+
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(pk=run.subject_id).first()
+        already = Message.objects.filter(conversation_id=run.subject_id, data__action_run_id=str(run.pk),
+                                         data__kind__in=["action_done", "action_failed", "action_rejected"]).exists()
+        if already:
+            return
+        kind = {"succeeded": "action_done", "rejected": "action_rejected"}.get(run.status, "action_failed")
+        assistant_message_post(conversation_id=run.subject_id, text=action_result_text(run),
+                               data={"kind": kind, "action_run_id": str(run.pk)})

@@ -1,0 +1,24 @@
+"""Load the demo company (idempotent) and print the demo logins."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from convo.demo.loader import load_demo
+
+
+class Command(BaseCommand):
+    help = "Load Brightwater Outfitters' demo knowledge, actions, intents and one login per role."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quiet", action="store_true")
+
+    def handle(self, *args, **options):
+        if settings.SETTINGS_MODULE.endswith("production"):
+            raise CommandError("load_demo creates users with known passwords; it refuses to run in production.")
+        result = load_demo(stdout=None if options["quiet"] else self.stdout)
+        if options["quiet"]:
+            return
+        self.stdout.write(self.style.SUCCESS(f"demo loaded ({result['documents_changed']} documents changed)"))
+        self.stdout.write("demo logins (user / password):")
+        for user in result["users"]:
+            self.stdout.write(f"  {user.role:<20} {user.username} / {user.password}")

@@ -1,0 +1,88 @@
+"""Reads of the conversation app for a request."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from convo.models import Conversation, ConversationStatus, Message, Turn
+from governance.permissions import can_read_conversations, user_has_role
+from governance.roles import Role
+from integrations.models import ActionRun
+from review.models import ReviewItem
+
+SUBJECT_TYPE = "convo.conversation"
+
+
+def conversation_exists(*, conversation_id) -> bool:
+    return Conversation.objects.filter(pk=conversation_id).exists()
+
+
+def conversation_list_for_user(*, user) -> QuerySet[Conversation]:
+    """Supervisors, compliance and administrators see every conversation; agents see those of
+    their teams' review items and those assigned to them."""
+    if not can_read_conversations(user):
+        return Conversation.objects.none()
+    qs = Conversation.objects.all()
+    if not user_has_role(user, {Role.SUPERVISOR, Role.COMPLIANCE, Role.ADMINISTRATOR}):
+        team_subjects = ReviewItem.objects.filter(subject_type=SUBJECT_TYPE, team__members=user).values("subject_id")
+        qs = qs.filter(Q(assigned_agent=user) | Q(pk__in=team_subjects.values("subject_id")))
+    return qs
+
+
+def conversation_get_for_user(*, user, conversation_id) -> Conversation:
+    """Raises Conversation.DoesNotExist when it does not exist or the user may not see it."""
+    return conversation_list_for_user(user=user).select_related("contact", "assigned_agent").get(pk=conversation_id)
+
+
+def conversation_inbox(*, user) -> QuerySet[Conversation]:
+    return (
+        conversation_list_for_user(user=user)
+        .filter(status__in=[ConversationStatus.HANDOFF, ConversationStatus.HUMAN])
+        .select_related("contact", "assigned_agent")
+        .order_by("-updated_at")
+    )
+
+
+def messages_after(*, conversation_id, after_seq: int = 0, limit: int = 200) -> list[dict]:
+    from convo.services import message_payload
+
+    rows = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq).select_related("author")
+    return [message_payload(m) for m in rows.order_by("seq")[:limit]]
+
+
+def conversation_transcript(*, conversation: Conversation) -> list[dict]:
+    """Messages with the AI turn that produced each reply (sources, confidence, versions)."""
+    messages = list(conversation.messages.select_related("author").order_by("seq"))
+    turns = {
+        str(t.reply_id): t
+        for t in Turn.objects.filter(conversation=conversation, reply__isnull=False)
+        .select_related("model_version", "prompt_version")
+    }
+    return [{"message": m, "turn": turns.get(str(m.pk))} for m in messages]
+
+
+def action_runs_for_conversation(*, conversation: Conversation) -> list[ActionRun]:
+    return list(
+        ActionRun.objects.filter(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk))
+        .select_related("action", "approved_by").order_by("-created_at")
+    )
+
+
+def pending_approvals_for_user(*, user) -> QuerySet[ReviewItem]:
+    from review.selectors import review_item_list_for_user
+
+    return review_item_list_for_user(user=user).filter(kind="action_approval")
+
+
+def action_run_get_for_user(*, user, run_id) -> ActionRun:
+    """An action run of a conversation the user may see."""
+    run = ActionRun.objects.select_related("action").get(pk=run_id, subject_type=SUBJECT_TYPE)
+    conversation_get_for_user(user=user, conversation_id=run.subject_id)
+    return run
+
+
+__all__ = [
+    "conversation_exists", "conversation_list_for_user", "conversation_get_for_user", "conversation_inbox",
+    "messages_after", "conversation_transcript", "action_runs_for_conversation", "pending_approvals_for_user",
+    "action_run_get_for_user",
+]

@@ -1,0 +1,187 @@
+"""Server-rendered pages: the customer chat and the agent back office ("office")."""
+
+from __future__ import annotations
+
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from convo import selectors, services
+from convo.exceptions import ConvoError
+from convo.models import Conversation, ConversationStatus
+from governance.permissions import can_read_conversations, can_work_conversations
+from integrations.exceptions import IntegrationError
+from integrations.models import ActionRun
+from integrations.services import action_run_approve, action_run_reject
+from review.exceptions import ReviewError
+from review.models import ItemKind, ReviewItem
+from review.selectors import review_item_list_for_user
+from review.services import review_item_claim, review_items_resolve_for_subject
+
+SESSION_KEY = "tandem_conversation_id"
+
+
+# --- customer ---------------------------------------------------------------------------
+
+@require_GET
+def chat(request: HttpRequest) -> HttpResponse:
+    """The customer chat page; one conversation per browser session until it is closed."""
+    conversation = None
+    conversation_id = request.session.get(SESSION_KEY)
+    if conversation_id:
+        conversation = Conversation.objects.filter(pk=conversation_id).exclude(status=ConversationStatus.CLOSED).first()
+    if conversation is None:
+        conversation = services.conversation_start()
+        request.session[SESSION_KEY] = str(conversation.pk)
+    return render(request, "convo/chat.html", {
+        "conversation": conversation,
+        "token": services.conversation_token(conversation),
+        "messages_json": selectors.messages_after(conversation_id=conversation.pk),
+    })
+
+
+@require_POST
+def chat_new(request: HttpRequest) -> HttpResponse:
+    request.session.pop(SESSION_KEY, None)
+    return redirect("convo:chat")
+
+
+# --- office -----------------------------------------------------------------------------
+
+def _office_user(request: HttpRequest):
+    if not can_read_conversations(request.user):
+        raise PermissionDenied("The back office is for Tandem staff.")
+    return request.user
+
+
+def _get_conversation(request, conversation_id) -> Conversation:
+    try:
+        return selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+    except (Conversation.DoesNotExist, ValidationError):
+        raise Http404("No such conversation, or it is not in your teams.") from None
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    user = _office_user(request)
+    items = list(review_item_list_for_user(user=user)[:200])
+    return render(request, "office/inbox.html", {
+        "escalations": [i for i in items if i.kind == ItemKind.ESCALATION],
+        "approvals": [i for i in items if i.kind == ItemKind.ACTION_APPROVAL],
+        "live": list(selectors.conversation_inbox(user=user)[:100]),
+        "can_work": can_work_conversations(user),
+    })
+
+
+@login_required
+@require_GET
+def conversation_detail(request: HttpRequest, conversation_id) -> HttpResponse:
+    _office_user(request)
+    conversation = _get_conversation(request, conversation_id)
+    runs = selectors.action_runs_for_conversation(conversation=conversation)
+    approval_items = {
+        i.subject_id: i for i in ReviewItem.objects.filter(
+            kind=ItemKind.ACTION_APPROVAL, subject_type="integrations.actionrun",
+            subject_id__in=[str(r.pk) for r in runs], status__in=["open", "claimed"])
+    }
+    return render(request, "office/conversation.html", {
+        "conversation": conversation,
+        "transcript": selectors.conversation_transcript(conversation=conversation),
+        "runs": [{"run": r, "item": approval_items.get(str(r.pk))} for r in runs],
+        "escalation": ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
+                                                subject_id=str(conversation.pk)).order_by("-created_at").first(),
+        "can_work": can_work_conversations(request.user),
+        "is_mine": conversation.assigned_agent_id == request.user.pk,
+    })
+
+
+def _act(request, conversation_id, fn, success: str) -> HttpResponse:
+    if not can_work_conversations(request.user):
+        raise PermissionDenied("Only agents can do this.")
+    conversation = _get_conversation(request, conversation_id)
+    try:
+        fn(conversation)
+        if success:
+            flash.success(request, success)
+    except (ConvoError, ReviewError, IntegrationError) as exc:
+        flash.error(request, str(exc))
+    return redirect("office:conversation", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def conversation_takeover(request, conversation_id):
+    def do(conversation):
+        services.conversation_takeover(conversation_id=conversation.pk, agent=request.user)
+        item = ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
+                                         subject_id=str(conversation.pk), status__in=["open", "claimed"]).first()
+        if item and item.claimed_by_id != request.user.pk:
+            review_item_claim(item_id=item.pk, actor=request.user)
+    return _act(request, conversation_id, do, "You are now in the chat. The assistant is paused.")
+
+
+@login_required
+@require_POST
+def conversation_reply(request, conversation_id):
+    return _act(request, conversation_id,
+                lambda c: services.agent_reply(conversation_id=c.pk, agent=request.user, text=request.POST.get("text", "")),
+                "")
+
+
+@login_required
+@require_POST
+def conversation_hand_back(request, conversation_id):
+    return _act(request, conversation_id,
+                lambda c: services.conversation_hand_back(conversation_id=c.pk, agent=request.user),
+                "Handed back to the assistant.")
+
+
+@login_required
+@require_POST
+def conversation_close(request, conversation_id):
+    resolution = request.POST.get("resolution") or "resolved"
+    return _act(request, conversation_id,
+                lambda c: services.conversation_close(conversation_id=c.pk, agent=request.user, resolution=resolution),
+                "Conversation closed.")
+
+
+@login_required
+@require_POST
+def action_decide(request, run_id):
+    """Approve (optionally with edited parameters) or reject a proposed action."""
+    if not can_work_conversations(request.user):
+        raise PermissionDenied("Only agents can decide actions.")
+    try:
+        run = selectors.action_run_get_for_user(user=request.user, run_id=run_id)
+    except (ActionRun.DoesNotExist, Conversation.DoesNotExist, ValidationError):
+        raise Http404("No such action.") from None
+    decision = request.POST.get("decision")
+    try:
+        with transaction.atomic():
+            if decision == "approve":
+                params = None
+                if request.POST.get("params"):
+                    import json
+
+                    try:
+                        params = json.loads(request.POST["params"])
+                    except ValueError:
+                        raise IntegrationError("The edited parameters are not valid JSON.") from None
+                action_run_approve(run_id=run.pk, actor=request.user, params=params)
+                outcome, note = "approved", "Approved. The action is running."
+            elif decision == "reject":
+                action_run_reject(run_id=run.pk, actor=request.user, reason=request.POST.get("reason", ""))
+                outcome, note = "rejected", "Rejected. The customer has been told."
+            else:
+                raise IntegrationError("Choose approve or reject.")
+            review_items_resolve_for_subject(subject_type="integrations.actionrun", subject_id=str(run.pk),
+                                             actor=request.user, outcome=outcome)
+        flash.success(request, note)
+    except (IntegrationError, ReviewError) as exc:
+        flash.error(request, str(exc))
+    return redirect("office:conversation", conversation_id=run.subject_id)
