@@ -148,9 +148,16 @@ CELERY_TASK_ROUTES = {
     "convo.*": {"queue": "turns"},
     "integrations.*": {"queue": "actions"},
     "knowledge.*": {"queue": "ingestion"},
+    "review.*": {"queue": "default"},
 }
+
+if REDIS_URL:
+    # Shared across ASGI processes: API throttling and anything else cached.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "release-expired-review-claims": {"task": "review.release_expired_claims", "schedule": 60.0},
+}
 
 # --- Model providers -------------------------------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
