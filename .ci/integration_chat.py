@@ -92,7 +92,7 @@ async def main(base: str) -> None:
 
         await ask(customer, "I'd like a refund for order BW-10003, 40 euros")
         pending = await ask(customer, "The zip broke after a week")
-        check("approve" in pending["text"].lower(), "the refund waits for human approval")
+        check("approval" in pending["text"].lower(), "the refund waits for human approval")
 
         handoff = await ask(customer, "I want to talk to a person")
         check("person" in handoff["text"].lower(), "asking for a person escalates")
@@ -139,7 +139,7 @@ async def refused(url: str, origin: str) -> bool:
     try:
         async with connect(url, origin=origin) as ws:
             await asyncio.wait_for(ws.recv(), timeout=5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     except Exception:
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -38,10 +39,8 @@ class ChatConsumer(_EventsMixin, AsyncJsonWebsocketConsumer):
         self.conversation_id = str(self.scope["url_route"]["kwargs"]["conversation_id"])
         self.is_customer = False
         self.user = self.scope.get("user")
-        query = dict(
-            part.split("=", 1) for part in self.scope.get("query_string", b"").decode().split("&") if "=" in part
-        )
-        token = query.get("token", "")
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [""])[0]
         if token:
             if services.conversation_id_from_token(token) != self.conversation_id:
                 await self.close(code=CLOSE_FORBIDDEN)
@@ -50,7 +49,13 @@ class ChatConsumer(_EventsMixin, AsyncJsonWebsocketConsumer):
         elif not (self.user and await database_sync_to_async(can_read_conversations)(self.user)):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        if not await database_sync_to_async(selectors.conversation_exists)(conversation_id=self.conversation_id):
+        if self.is_customer:
+            found = await database_sync_to_async(selectors.conversation_exists)(conversation_id=self.conversation_id)
+        else:
+            # Staff see only the conversations their role and teams allow.
+            found = await database_sync_to_async(selectors.conversation_visible_to)(
+                user=self.user, conversation_id=self.conversation_id)
+        if not found:
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.group = chat_group(self.conversation_id)

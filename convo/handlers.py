@@ -52,3 +52,15 @@ def action_run_announce(*, run_id: str) -> None:
         kind = {"succeeded": "action_done", "rejected": "action_rejected"}.get(run.status, "action_failed")
         assistant_message_post(conversation_id=run.subject_id, text=action_result_text(run),
                                data={"kind": kind, "action_run_id": str(run.pk)})
+        if run.status == "failed" and not (run.http_status and 400 <= run.http_status < 500):
+            # The customer was told a person will follow up: make it so.
+            from convo.services import conversation_escalate
+            from review.models import EscalationReason
+
+            conversation = Conversation.objects.select_for_update().get(pk=run.subject_id)
+            conversation_escalate(
+                conversation=conversation, reason=EscalationReason.ACTION_FAILURE, priority=1,
+                title=f"{EscalationReason.ACTION_FAILURE.label}: {run.action.title}",
+                summary=f"Approved action “{run.action.title}” failed: {run.error}",
+                data={"action_run_id": str(run.pk)},
+            )

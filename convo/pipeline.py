@@ -259,8 +259,8 @@ def _action_flow(*, turn, conversation, action: ActionDefinition, params: dict, 
             if run.status == RunStatus.AWAITING_APPROVAL:
                 review_item_open(
                     kind=ItemKind.ACTION_APPROVAL, subject_type=RUN_SUBJECT_TYPE, subject_id=str(run.pk),
-                    title=f"{action.title}: {_describe(params)}",
-                    summary=f"The assistant proposes “{action.title}” with {_describe(params)}.",
+                    title=f"{action.title}: {_describe(params, schema)}",
+                    summary=f"The assistant proposes “{action.title}” with {_describe(params, schema)}.",
                     reason=EscalationReason.POLICY_RESTRICTION, priority=2,
                     sla_minutes=settings.ESCALATION_SLA_MINUTES,
                     data={"conversation_id": str(conversation.pk), "action": action.name, "params": params},
@@ -276,20 +276,23 @@ def _action_flow(*, turn, conversation, action: ActionDefinition, params: dict, 
                        confidence=confidence, state={})
     if run.status == RunStatus.AWAITING_APPROVAL:
         return Outcome(decision=Decision.APPROVAL, intent=intent, confidence=confidence, action_run_id=str(run.pk),
-                       reply=(f"I've asked our team to approve this: {action.title.lower()} with "
-                              f"{_describe(params)}. You'll see the result here as soon as it's decided."),
+                       reply=(f"I've sent this to our team for approval: {action.title.lower()} "
+                              f"({_describe(params, schema)}). You'll see the result here as soon as "
+                              f"it's decided."),
                        reply_kind="action_pending", state={})
     run = action_run_execute(run_id=run.pk, final_attempt=True)
     return _action_result_outcome(run=run, action=action, intent=intent, confidence=confidence)
 
 
-def _describe(params: dict) -> str:
+def _describe(params: dict, schema: dict | None = None) -> str:
     def show(value):
         if isinstance(value, float):
             return f"{value:.2f}"
         return f"\u201c{value}\u201d" if isinstance(value, str) and " " in value else str(value)
 
-    return ", ".join(f"{k.replace('_', ' ')} {show(v)}" for k, v in params.items())
+    order = list((schema or {}).get("properties", {}))
+    keys = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
+    return ", ".join(f"{k.replace('_', ' ')} {show(params[k])}" for k in keys)
 
 
 def action_result_text(run: ActionRun) -> str:

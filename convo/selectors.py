@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, UUIDField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from convo.models import Conversation, ConversationStatus, Message, Turn
 from governance.permissions import can_read_conversations, user_has_role
@@ -24,9 +26,16 @@ def conversation_list_for_user(*, user) -> QuerySet[Conversation]:
         return Conversation.objects.none()
     qs = Conversation.objects.all()
     if not user_has_role(user, {Role.SUPERVISOR, Role.COMPLIANCE, Role.ADMINISTRATOR}):
-        team_subjects = ReviewItem.objects.filter(subject_type=SUBJECT_TYPE, team__members=user).values("subject_id")
-        qs = qs.filter(Q(assigned_agent=user) | Q(pk__in=team_subjects.values("subject_id")))
+        team_items = ReviewItem.objects.filter(team__members=user)
+        escalated = team_items.filter(subject_type=SUBJECT_TYPE).values(cid=Cast("subject_id", UUIDField()))
+        approvals = team_items.filter(kind="action_approval").values(
+            cid=Cast(KeyTextTransform("conversation_id", "data"), UUIDField()))
+        qs = qs.filter(Q(assigned_agent=user) | Q(pk__in=escalated) | Q(pk__in=approvals))
     return qs
+
+
+def conversation_visible_to(*, user, conversation_id) -> bool:
+    return conversation_list_for_user(user=user).filter(pk=conversation_id).exists()
 
 
 def conversation_get_for_user(*, user, conversation_id) -> Conversation:
@@ -82,7 +91,7 @@ def action_run_get_for_user(*, user, run_id) -> ActionRun:
 
 
 __all__ = [
-    "conversation_exists", "conversation_list_for_user", "conversation_get_for_user", "conversation_inbox",
+    "conversation_exists", "conversation_list_for_user", "conversation_visible_to", "conversation_get_for_user", "conversation_inbox",
     "messages_after", "conversation_transcript", "action_runs_for_conversation", "pending_approvals_for_user",
     "action_run_get_for_user",
 ]

@@ -55,6 +55,7 @@ def message_payload(message: Message) -> dict:
         "turn_id": message.data.get("turn_id"),
         "model_ms": message.data.get("model_ms"),
         "kind": message.data.get("kind", "text"),
+        "action_run_id": message.data.get("action_run_id"),
     }
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from convo import selectors, services
@@ -41,6 +45,7 @@ def chat(request: HttpRequest) -> HttpResponse:
         "conversation": conversation,
         "token": services.conversation_token(conversation),
         "messages_json": selectors.messages_after(conversation_id=conversation.pk),
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     })
 
 
@@ -75,6 +80,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "approvals": [i for i in items if i.kind == ItemKind.ACTION_APPROVAL],
         "live": list(selectors.conversation_inbox(user=user)[:100]),
         "can_work": can_work_conversations(user),
+        "now": timezone.now(),  # templates compare SLA deadlines with it
     })
 
 
@@ -92,11 +98,15 @@ def conversation_detail(request: HttpRequest, conversation_id) -> HttpResponse:
     return render(request, "office/conversation.html", {
         "conversation": conversation,
         "transcript": selectors.conversation_transcript(conversation=conversation),
-        "runs": [{"run": r, "item": approval_items.get(str(r.pk))} for r in runs],
+        # Pairs, not dicts: a template's ``x.items`` would look up a key named "items" first.
+        "runs": [{"run": r, "item": approval_items.get(str(r.pk)), "params": list(r.params.items()),
+                  "result": list((r.result or {}).items()),
+                  "params_json": json.dumps(r.params, indent=2, ensure_ascii=False)} for r in runs],
         "escalation": ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
                                                 subject_id=str(conversation.pk)).order_by("-created_at").first(),
         "can_work": can_work_conversations(request.user),
         "is_mine": conversation.assigned_agent_id == request.user.pk,
+        "now": timezone.now(),
     })
 
 
@@ -166,8 +176,6 @@ def action_decide(request, run_id):
             if decision == "approve":
                 params = None
                 if request.POST.get("params"):
-                    import json
-
                     try:
                         params = json.loads(request.POST["params"])
                     except ValueError:

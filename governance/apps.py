@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class GovernanceConfig(AppConfig):
@@ -6,3 +7,10 @@ class GovernanceConfig(AppConfig):
 
     name = "governance"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from governance.roles import ensure_role_groups
+
+        # The data migration creates the role groups; this puts them back after a database
+        # flush (which deletes every row but does not re-run migrations).
+        post_migrate.connect(ensure_role_groups, sender=self, dispatch_uid="governance.ensure_role_groups")

@@ -14,3 +14,10 @@ class Role(models.TextChoices):
 
 
 STAFF_ROLES = frozenset(Role.values)
+
+
+def ensure_role_groups(**kwargs) -> None:
+    from django.contrib.auth.models import Group
+
+    for name in Role.values:
+        Group.objects.get_or_create(name=name)

@@ -61,6 +61,9 @@ def chunk_markdown(body: str, *, max_chars: int = 900, overlap_sentences: int = 
             if packed and len(candidate) > max_chars:
                 drafts.append(ChunkDraft(len(drafts), heading, " ".join(packed)))
                 packed = packed[-overlap_sentences:] if overlap_sentences else []
+                # The overlap is dropped where it would push the next chunk over the limit.
+                while packed and len(" ".join(packed + [sentence])) > max_chars:
+                    packed.pop(0)
             packed.append(sentence)
         if packed:
             drafts.append(ChunkDraft(len(drafts), heading, " ".join(packed)))

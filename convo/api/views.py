@@ -31,13 +31,13 @@ def _token(request) -> str:
 
 
 def _conversation_for_token(request, conversation_id) -> Conversation:
+    # The token is checked first, so the API does not tell strangers which ids exist.
+    if services.conversation_id_from_token(_token(request)) != str(conversation_id):
+        raise PermissionDenied("Missing or invalid conversation token.")
     try:
-        conversation = Conversation.objects.get(pk=conversation_id)
+        return Conversation.objects.get(pk=conversation_id)
     except (Conversation.DoesNotExist, ValidationError):
         raise NotFound("No conversation with that id.") from None
-    if services.conversation_id_from_token(_token(request)) != str(conversation.pk):
-        raise PermissionDenied("Missing or invalid conversation token.")
-    return conversation
 
 
 class ConversationCreateView(APIView):

@@ -34,9 +34,14 @@ def test_knowledge_question_gets_an_extractive_answer_with_citations(say):
 
 
 def test_internal_playbooks_never_reach_customers(say):
-    turn = say("What does the agent refund playbook say about supervisor approval?")
-    internal_titles = {"Agent refund playbook", "Fraud checks"}
-    assert not internal_titles & {s["title"] for s in turn.sources}
+    from knowledge.models import Audience, Document
+
+    internal = {str(pk) for pk in Document.objects.filter(collection__audience=Audience.INTERNAL)
+                .values_list("pk", flat=True)}
+    assert internal, "the demo has internal playbooks"
+    turn = say("What does the agent playbook say about refunds, goodwill and fraud warning signs?")
+    assert turn.sources, "the question matches customer-visible articles too"
+    assert not internal & {s["document_id"] for s in turn.sources}
 
 
 def test_order_status_runs_the_read_action_over_http(say, demo_backend):
@@ -61,7 +66,7 @@ def test_refund_is_clarified_then_waits_for_human_approval(say, customer_convers
     assert item.data["conversation_id"] == str(customer_conversation.pk)
     # Nothing happened at the backend yet, and the customer was not told it did.
     assert demo_backend.execution_counts == {}
-    assert "approve" in second.reply.text.lower()
+    assert "approval" in second.reply.text.lower()
 
 
 def test_asking_for_a_human_escalates_with_summary(say, customer_conversation):
