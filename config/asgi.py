@@ -14,6 +14,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from convo.dispatch import remember_server_loop  # noqa: E402
+from knowledge.embeddings import warm_up_in_background  # noqa: E402
+
+warm_up_in_background()
 
 router = ProtocolTypeRouter(
     {

@@ -14,5 +14,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("help/", include("knowledge.urls")),
     path("", include("convo.urls")),
+    path("api/v1/knowledge/", include("knowledge.api.urls")),
     path("api/v1/", include("convo.api.urls")),
 ]

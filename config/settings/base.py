@@ -172,6 +172,7 @@ LLM_COST_PER_1K_OUTPUT = env.float("LLM_COST_PER_1K_OUTPUT", default=0.0)
 EMBEDDINGS = env.str("EMBEDDINGS", default="local")
 EMBEDDINGS_OPENAI_MODEL = env.str("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
 EMBEDDING_DIMENSIONS = 384
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
 
 # --- Conversation limits and policy ----------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=2000)
