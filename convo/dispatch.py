@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 _server_loop: asyncio.AbstractEventLoop | None = None
+# Turns mostly wait on the model; asyncio's default pool (cores + 4 threads) would queue
+# them behind each other under a burst of customers.
+_turn_executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tandem-turn")
 
 
 def remember_server_loop() -> None:
@@ -37,7 +41,7 @@ def turn_dispatch(turn_id: str) -> None:
     if getattr(settings, "TANDEM_EAGER_IN_BACKGROUND", True) and loop is not None and loop.is_running():
         async def _run():
             try:
-                await sync_to_async(run_turn.apply, thread_sensitive=False)(args=[turn_id])
+                await sync_to_async(run_turn.apply, thread_sensitive=False, executor=_turn_executor)(args=[turn_id])
             except Exception:
                 logger.exception("turn %s failed", turn_id)
 
