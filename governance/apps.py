@@ -13,4 +13,5 @@ class GovernanceConfig(AppConfig):
 
         # The data migration creates the role groups; this puts them back after a database
         # flush (which deletes every row but does not re-run migrations).
-        post_migrate.connect(ensure_role_groups, sender=self, dispatch_uid="governance.ensure_role_groups")
+        # Connected for every app: permissions of apps migrated after governance exist only later.
+        post_migrate.connect(ensure_role_groups, dispatch_uid="governance.ensure_role_groups")

@@ -15,9 +15,46 @@ class Role(models.TextChoices):
 
 STAFF_ROLES = frozenset(Role.values)
 
+_READ_CONVERSATIONS = [
+    "convo.view_conversation", "convo.view_message", "convo.view_turn", "convo.view_contact",
+    "review.view_reviewitem", "integrations.view_actionrun",
+]
+_READ_KNOWLEDGE = ["knowledge.view_collection", "knowledge.view_document", "knowledge.view_chunk"]
+
+# What each role may do in the admin (the back office checks roles itself).
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    Role.AGENT: [*_READ_KNOWLEDGE],
+    Role.SUPERVISOR: [*_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "review.view_team", "review.change_team"],
+    Role.COMPLIANCE: [
+        *_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "governance.view_auditevent", "governance.view_modelversion",
+        "governance.view_promptversion", "integrations.view_actiondefinition", "integrations.view_connector",
+    ],
+    Role.MODEL_OWNER: [
+        *_READ_KNOWLEDGE, "knowledge.add_collection", "knowledge.change_collection", "knowledge.add_document",
+        "knowledge.change_document", "governance.view_modelversion", "governance.add_modelversion",
+        "governance.view_promptversion", "governance.add_promptversion", "governance.view_auditevent",
+        "convo.view_intent", "convo.add_intent", "convo.change_intent", "convo.view_intentexample",
+        "integrations.view_actiondefinition", "integrations.view_connector",
+    ],
+    Role.ADMINISTRATOR: ["*"],
+}
+_OWN_APPS = ("governance", "review", "knowledge", "integrations", "convo", "auth", "auditlog")
+
 
 def ensure_role_groups(**kwargs) -> None:
-    from django.contrib.auth.models import Group
+    """Create the role groups and grant their admin permissions (idempotent; runs after
+    every migrate, and after the flush between transactional tests)."""
+    from django.contrib.auth.models import Group, Permission
 
     for name in Role.values:
-        Group.objects.get_or_create(name=name)
+        group, _ = Group.objects.get_or_create(name=name)
+        wanted = ROLE_PERMISSIONS.get(name, [])
+        if wanted == ["*"]:
+            perms = Permission.objects.filter(content_type__app_label__in=_OWN_APPS)
+        else:
+            pairs = [p.split(".", 1) for p in wanted]
+            query = models.Q(pk__in=[])
+            for app_label, codename in pairs:
+                query |= models.Q(content_type__app_label=app_label, codename=codename)
+            perms = Permission.objects.filter(query)
+        group.permissions.add(*perms)
