@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
@@ -82,3 +83,110 @@ class Chunk(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.position}"
+
+
+class DocumentVersion(BaseModel):
+    """One stored revision of a document's text (append-only history).
+
+    The live chunks always belong to ``Document.version``; older rows keep the text that was
+    served before, so a change can be audited or rolled back by re-ingesting it."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64)
+    title = models.CharField(max_length=300)
+    body = models.TextField()
+    chunk_count = models.PositiveIntegerField(default=0)
+    source_name = models.CharField(max_length=255, blank=True)
+    source_kind = models.CharField(max_length=20, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["document", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "version"], name="documentversion_document_version_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} v{self.version}"
+
+
+class IngestionStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class IngestionSource(models.TextChoices):
+    ADMIN = "admin", "Admin upload"
+    API = "api", "REST API"
+    COMMAND = "command", "Management command"
+
+
+class IngestionJob(BaseModel):
+    """A batch of files to turn into documents of one collection.
+
+    ``done`` means every file was processed (some may have failed: see the files);
+    ``failed`` means none could be ingested. Counters are updated after each file so the
+    progress can be polled while the job runs."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="ingestion_jobs")
+    status = models.CharField(max_length=20, choices=IngestionStatus.choices, default=IngestionStatus.QUEUED)
+    source = models.CharField(max_length=20, choices=IngestionSource.choices, default=IngestionSource.ADMIN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    total_files = models.PositiveIntegerField(default=0)
+    processed_files = models.PositiveIntegerField(default=0)
+    failed_files = models.PositiveIntegerField(default=0)
+    skipped_files = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"], name="ingestionjob_status_created")]
+
+    def __str__(self) -> str:
+        return f"Ingestion {self.pk} ({self.status}, {self.processed_files}/{self.total_files})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (IngestionStatus.DONE, IngestionStatus.FAILED)
+
+
+class IngestionFileStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Ingested"
+    SKIPPED = "skipped", "Unchanged"
+    FAILED = "failed", "Failed"
+
+
+class IngestionFile(BaseModel):
+    """One file of a job: where its bytes are, and what became of it."""
+
+    job = models.ForeignKey(IngestionJob, on_delete=models.CASCADE, related_name="files")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=255)
+    slug = models.SlugField(max_length=200)
+    # Uploads are kept in the default storage; the ingest command reads files in place.
+    storage_name = models.CharField(max_length=500, blank=True)
+    local_path = models.CharField(max_length=1000, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=IngestionFileStatus.choices, default=IngestionFileStatus.QUEUED)
+    kind = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    document = models.ForeignKey(Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    version = models.PositiveIntegerField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="ingestionfile_job_position_uniq")]
+        indexes = [models.Index(fields=["job", "status"], name="ingestionfile_job_status")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

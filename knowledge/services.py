@@ -1,15 +1,44 @@
-"""Writes of the knowledge app."""
+"""Writes of the knowledge app: documents, their versions, and ingestion jobs."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
-from django.db import transaction
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import get_valid_filename, slugify
 
 from governance.services import audit_event_record
-from knowledge.chunking import chunk_markdown, markdown_title
+from knowledge.chunking import ChunkDraft, chunk_markdown, markdown_title
 from knowledge.embeddings import embed_texts
-from knowledge.models import Audience, Chunk, Collection, Document, DocumentStatus
+from knowledge.exceptions import IngestionError, UploadRejected
+from knowledge.models import (
+    Audience,
+    Chunk,
+    Collection,
+    Document,
+    DocumentStatus,
+    DocumentVersion,
+    IngestionFile,
+    IngestionFileStatus,
+    IngestionJob,
+    IngestionSource,
+    IngestionStatus,
+)
+from knowledge.parsers import detect_kind, parse_document
+
+logger = logging.getLogger(__name__)
+
+INGESTION_BATCH_SIZE = 10
+UPLOAD_DIR = "knowledge/uploads"
 
 
 def collection_ensure(*, name: str, audience: str = Audience.CUSTOMER, description: str = "") -> Collection:
@@ -17,38 +46,316 @@ def collection_ensure(*, name: str, audience: str = Audience.CUSTOMER, descripti
     return collection
 
 
+# --- documents ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document's text split and embedded, ready to replace the stored one."""
+
+    slug: str
+    title: str
+    body: str
+    url: str
+    checksum: str
+    drafts: list[ChunkDraft]
+    vectors: list[list[float]]
+
+
+def _checksum(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _unchanged(*, collection: Collection, slug: str, checksum: str) -> Document | None:
+    return Document.objects.filter(collection=collection, slug=slug, checksum=checksum,
+                                   status=DocumentStatus.READY).first()
+
+
+def _document_prepare(*, slug: str, body: str, url: str, title: str) -> PreparedDocument:
+    """Chunks and embeddings, computed outside any transaction: the old chunks keep being
+    served until the new ones replace them in one commit."""
+    title = (title or markdown_title(body, slug.replace("-", " ").title()))[:300]
+    drafts = chunk_markdown(body)
+    if not drafts:
+        raise IngestionError(f"{slug}: the document has no text to index")
+    vectors = embed_texts([f"{title}. {d.section}. {d.text}" for d in drafts])
+    return PreparedDocument(slug=slug, title=title, body=body, url=url, checksum=_checksum(body), drafts=drafts,
+                            vectors=vectors)
+
+
+def _document_store(*, collection: Collection, prepared: PreparedDocument, actor=None, source_name: str = "",
+                    source_kind: str = "") -> tuple[Document, bool]:
+    """Replace a document's chunks and append a version, in the caller's transaction."""
+    document, created = Document.objects.select_for_update().get_or_create(
+        collection=collection, slug=prepared.slug,
+        defaults={"title": prepared.title, "url": prepared.url, "checksum": prepared.checksum,
+                  "body": prepared.body, "status": DocumentStatus.READY},
+    )
+    if not created:
+        if document.checksum == prepared.checksum and document.status == DocumentStatus.READY:
+            return document, False  # someone stored the same text while this one was embedding
+        # Superseded chunks go in the same transaction as the new ones arrive: a search sees
+        # either the old version or the new one, never both and never neither.
+        document.chunks.all().delete()
+        document.title, document.url, document.checksum = prepared.title, prepared.url, prepared.checksum
+        document.body = prepared.body
+        document.status = DocumentStatus.READY
+        document.version += 1
+        document.save()
+    Chunk.objects.bulk_create(
+        [
+            Chunk(document=document, position=d.position, section=d.section[:300], text=d.text, embedding=v)
+            for d, v in zip(prepared.drafts, prepared.vectors)
+        ]
+    )
+    DocumentVersion.objects.create(
+        document=document, version=document.version, checksum=prepared.checksum, title=prepared.title,
+        body=prepared.body, chunk_count=len(prepared.drafts), source_name=source_name[:255],
+        source_kind=source_kind, created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    audit_event_record(actor=actor, action="knowledge.document_ingested", target=document,
+                       data={"version": document.version, "chunks": len(prepared.drafts),
+                             "checksum": prepared.checksum, "source": source_name})
+    return document, True
+
+
 def document_ingest_markdown(*, collection: Collection, slug: str, body: str, url: str = "", title: str = "",
                              actor=None) -> tuple[Document, bool]:
     """Store a document and its chunks; unchanged content (same checksum) is skipped.
 
-    Embeddings are computed before the transaction opens so the old chunks keep being
-    served until the new ones replace them in one commit. Returns (document, changed)."""
-    checksum = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    existing = Document.objects.filter(collection=collection, slug=slug).first()
-    if existing and existing.checksum == checksum and existing.status == DocumentStatus.READY:
+    A change bumps the version, keeps the text as a ``DocumentVersion`` and replaces the
+    chunks in one commit. Returns (document, changed)."""
+    existing = _unchanged(collection=collection, slug=slug, checksum=_checksum(body))
+    if existing:
         return existing, False
-    title = title or markdown_title(body, slug.replace("-", " ").title())
-    drafts = chunk_markdown(body)
-    if not drafts:
-        raise ValueError(f"{slug}: the document has no text to index")
-    vectors = embed_texts([f"{title}. {d.section}. {d.text}" for d in drafts])
+    prepared = _document_prepare(slug=slug, body=body, url=url, title=title)
     with transaction.atomic():
-        document, created = Document.objects.select_for_update().get_or_create(
-            collection=collection, slug=slug,
-            defaults={"title": title, "url": url, "checksum": checksum, "body": body, "status": DocumentStatus.READY},
-        )
-        if not created:
-            document.chunks.all().delete()
-            document.title, document.url, document.checksum, document.body = title, url, checksum, body
-            document.status = DocumentStatus.READY
-            document.version += 1
-            document.save()
-        Chunk.objects.bulk_create(
-            [
-                Chunk(document=document, position=d.position, section=d.section, text=d.text, embedding=v)
-                for d, v in zip(drafts, vectors)
-            ]
-        )
-        audit_event_record(actor=actor, action="knowledge.document_ingested", target=document,
-                           data={"version": document.version, "chunks": len(drafts), "checksum": checksum})
-    return document, True
+        return _document_store(collection=collection, prepared=prepared, actor=actor)
+
+
+# --- uploads and ingestion jobs -------------------------------------------------------------
+
+def upload_storage() -> Storage:
+    """The default storage, or var/media when MEDIA_ROOT is not configured (the embedded default)."""
+    if settings.MEDIA_ROOT:
+        return default_storage
+    return FileSystemStorage(location=Path(settings.BASE_DIR) / "var" / "media")
+
+
+def upload_max_bytes() -> int:
+    return int(getattr(settings, "KNOWLEDGE_MAX_UPLOAD_MB", 50)) * 1024 * 1024
+
+
+def _slug_for(name: str, taken: set[str]) -> str:
+    path = PurePath(name)
+    slug = slugify(path.stem)[:180] or "document"
+    if slug in taken:
+        slug = f"{slug}-{slugify(path.suffix.lstrip('.')) or 'file'}"
+    base, n = slug, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    taken.add(slug)
+    return slug
+
+
+def upload_validate(uploaded) -> None:
+    """Refuse a file before anything is stored: empty, too large, or not a type we read."""
+    name = uploaded.name or "upload"
+    limit = upload_max_bytes()
+    if uploaded.size == 0:
+        raise UploadRejected(f"{name}: the file is empty.", file_name=name)
+    if uploaded.size > limit:
+        raise UploadRejected(f"{name}: the file is larger than the {limit // (1024 * 1024)} MB limit.",
+                             file_name=name, status_code=413)
+    uploaded.seek(0)
+    head = uploaded.read(4096)
+    uploaded.seek(0)
+    try:
+        detect_kind(name, head)
+    except IngestionError as exc:
+        raise UploadRejected(f"{name}: {exc}", file_name=name) from None
+
+
+def _job_dispatch(job_id) -> None:
+    from knowledge.tasks import ingest_job
+
+    ingest_job.delay(str(job_id))
+
+
+def ingestion_job_create_from_uploads(*, collection: Collection, uploads: list, actor=None,
+                                      source: str = IngestionSource.ADMIN) -> IngestionJob:
+    """Validate the uploaded files, stream them to storage and queue a job (after commit).
+
+    Raises ``UploadRejected`` (nothing stored) when a file is empty, too large or unsupported."""
+    if not uploads:
+        raise UploadRejected("No files were uploaded.")
+    for uploaded in uploads:
+        upload_validate(uploaded)
+    storage = upload_storage()
+    stored: list[tuple[str, str, int]] = []
+    job_id = IngestionJob._meta.pk.default()
+    try:
+        for position, uploaded in enumerate(uploads):
+            safe = get_valid_filename(PurePath(uploaded.name).name)[:150] or "upload"
+            # Storage.save reads the upload chunk by chunk (it is a temporary file past 2.5 MB).
+            name = storage.save(f"{UPLOAD_DIR}/{job_id}/{position:04d}-{safe}", uploaded)
+            stored.append((uploaded.name, name, uploaded.size))
+        with transaction.atomic(durable=True):
+            job = _job_create(job_id=job_id, collection=collection, actor=actor, source=source,
+                              files=[{"name": n, "storage_name": s, "size": size} for n, s, size in stored])
+    except BaseException:
+        for _, name, _ in stored:
+            storage.delete(name)
+        raise
+    return job
+
+
+def ingestion_job_create_from_paths(*, collection: Collection, paths: Iterable[Path], actor=None,
+                                    source: str = IngestionSource.COMMAND, dispatch: bool = False) -> IngestionJob:
+    """A job over files read in place (the ingest command); nothing is copied.
+
+    Files are checked when they are processed, so one bad file fails alone."""
+    files = []
+    for path in paths:
+        path = Path(path)
+        size = path.stat().st_size if path.exists() else 0
+        files.append({"name": path.name, "local_path": str(path.resolve()), "size": size})
+    with transaction.atomic(durable=True):
+        return _job_create(job_id=IngestionJob._meta.pk.default(), collection=collection, actor=actor,
+                           source=source, files=files, dispatch=dispatch)
+
+
+def _job_create(*, job_id, collection: Collection, actor, source: str, files: list[dict],
+                dispatch: bool = True) -> IngestionJob:
+    job = IngestionJob.objects.create(
+        id=job_id, collection=collection, source=source, total_files=len(files),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    taken: set[str] = set()
+    IngestionFile.objects.bulk_create([
+        IngestionFile(job=job, position=i, name=f["name"][:255], slug=_slug_for(f["name"], taken),
+                      storage_name=f.get("storage_name", ""), local_path=f.get("local_path", ""),
+                      size=f.get("size", 0))
+        for i, f in enumerate(files)
+    ])
+    audit_event_record(actor=actor, action="knowledge.ingestion_job_created", target=job,
+                       data={"collection": str(collection.pk), "files": len(files), "source": source})
+    if dispatch:
+        transaction.on_commit(lambda: _job_dispatch(job.pk))
+    return job
+
+
+def _read_file(file: IngestionFile) -> bytes:
+    if file.local_path:
+        path = Path(file.local_path)
+        if not path.is_file():
+            raise IngestionError("The file does not exist or is not a regular file.")
+        if path.stat().st_size > upload_max_bytes():
+            raise IngestionError(f"The file is larger than the {upload_max_bytes() // (1024 * 1024)} MB limit.")
+        return path.read_bytes()
+    with upload_storage().open(file.storage_name, "rb") as handle:
+        return handle.read()
+
+
+def _url_for(collection: Collection, slug: str) -> str:
+    # Customer-visible documents are served by the help centre, where citations link.
+    return f"/help/{slug}/" if collection.audience == Audience.CUSTOMER else ""
+
+
+def _file_finish(*, file: IngestionFile, status: str, error: str = "", document=None, version=None,
+                 chunks: int = 0) -> None:
+    """Record a file's outcome and the job's progress (in the caller's transaction)."""
+    IngestionFile.objects.filter(pk=file.pk).update(status=status, error=error, document=document, version=version,
+                                                    chunk_count=chunks, updated_at=timezone.now())
+    IngestionJob.objects.filter(pk=file.job_id).update(
+        processed_files=F("processed_files") + 1,
+        failed_files=F("failed_files") + int(status == IngestionFileStatus.FAILED),
+        skipped_files=F("skipped_files") + int(status == IngestionFileStatus.SKIPPED),
+        chunk_count=F("chunk_count") + chunks,
+        updated_at=timezone.now(),
+    )
+
+
+def _file_process(*, job: IngestionJob, file: IngestionFile, actor) -> None:
+    IngestionFile.objects.filter(pk=file.pk).update(status=IngestionFileStatus.RUNNING, updated_at=timezone.now())
+    try:
+        parsed = parse_document(name=file.name, data=_read_file(file))
+        IngestionFile.objects.filter(pk=file.pk).update(kind=parsed.kind)
+        existing = _unchanged(collection=job.collection, slug=file.slug, checksum=_checksum(parsed.body))
+        if existing:
+            with transaction.atomic():
+                _file_finish(file=file, status=IngestionFileStatus.SKIPPED, document=existing,
+                             version=existing.version)
+            return
+        prepared = _document_prepare(slug=file.slug, body=parsed.body, title=parsed.title,
+                                     url=_url_for(job.collection, file.slug))
+        # The document, its new version and the file's outcome commit together, so a job that
+        # is interrupted and resumed never ingests a file twice.
+        with transaction.atomic():
+            document, changed = _document_store(collection=job.collection, prepared=prepared, actor=actor,
+                                                source_name=file.name, source_kind=parsed.kind)
+            _file_finish(file=file, status=IngestionFileStatus.DONE if changed else IngestionFileStatus.SKIPPED,
+                         document=document, version=document.version,
+                         chunks=len(prepared.drafts) if changed else 0)
+    except SoftTimeLimitExceeded:
+        raise
+    except IngestionError as exc:
+        with transaction.atomic():
+            _file_finish(file=file, status=IngestionFileStatus.FAILED, error=str(exc))
+    except Exception as exc:  # one broken file must not stop the batch
+        logger.exception("ingestion of %s (job %s) failed", file.name, job.pk)
+        with transaction.atomic():
+            _file_finish(file=file, status=IngestionFileStatus.FAILED,
+                         error=f"Unexpected error ({type(exc).__name__}): {exc}")
+
+
+def _job_lock(job_id) -> bool:
+    """A session-level advisory lock: one runner per job; a dead worker's lock goes with its connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"knowledge.ingest:{job_id}"])
+        return bool(cursor.fetchone()[0])
+
+
+def _job_unlock(job_id) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"knowledge.ingest:{job_id}"])
+
+
+def ingestion_job_run(*, job_id, batch_size: int = INGESTION_BATCH_SIZE,
+                      on_progress: Callable[[IngestionJob], None] | None = None) -> IngestionJob | None:
+    """Process the job's files that are not finished yet, ``batch_size`` at a time.
+
+    Idempotent: a finished job is left alone; an interrupted one resumes with the files that
+    were not done (a file's outcome commits with its document). ``on_progress`` is called with
+    the refreshed job after each file."""
+    job = IngestionJob.objects.select_related("collection", "created_by").filter(pk=job_id).first()
+    if job is None or job.finished:
+        return job
+    if not _job_lock(job.pk):
+        logger.info("ingestion job %s is already running elsewhere", job.pk)
+        return job
+    try:
+        IngestionJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=timezone.now())
+        IngestionJob.objects.filter(pk=job.pk).update(status=IngestionStatus.RUNNING, updated_at=timezone.now())
+        actor = job.created_by
+        while True:
+            batch = list(job.files.filter(status__in=[IngestionFileStatus.QUEUED, IngestionFileStatus.RUNNING])
+                         .order_by("position")[:batch_size])
+            if not batch:
+                break
+            for file in batch:
+                _file_process(job=job, file=file, actor=actor)
+                if on_progress:
+                    job.refresh_from_db()
+                    on_progress(job)
+        with transaction.atomic():
+            job = IngestionJob.objects.select_for_update().get(pk=job.pk)
+            all_failed = job.total_files > 0 and job.failed_files == job.total_files
+            job.status = IngestionStatus.FAILED if all_failed else IngestionStatus.DONE
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "finished_at", "updated_at"])
+            audit_event_record(actor=actor, action="knowledge.ingestion_job_finished", target=job,
+                               data={"status": job.status, "files": job.total_files, "failed": job.failed_files,
+                                     "skipped": job.skipped_files, "chunks": job.chunk_count})
+    finally:
+        _job_unlock(job.pk)
+    return job

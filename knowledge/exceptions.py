@@ -1,0 +1,22 @@
+"""Errors of the knowledge app."""
+
+from __future__ import annotations
+
+
+class KnowledgeError(Exception):
+    """Base of the knowledge app's errors."""
+
+
+class IngestionError(KnowledgeError, ValueError):
+    """A file cannot be turned into a document; the message says why, for the uploader.
+
+    A ValueError too: callers of ``document_ingest_markdown`` caught that before it existed."""
+
+
+class UploadRejected(IngestionError):
+    """An upload refused before a job is created; ``status_code`` is the HTTP answer to give."""
+
+    def __init__(self, message: str, *, file_name: str = "", status_code: int = 400):
+        super().__init__(message)
+        self.file_name = file_name
+        self.status_code = status_code
