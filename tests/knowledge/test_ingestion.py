@@ -90,7 +90,7 @@ def test_upload_job_ingests_every_type_and_records_progress(collection, django_c
 def test_reupload_bumps_the_version_and_superseded_chunks_stop_being_served(
         collection, django_capture_on_commit_callbacks):
     run_upload(collection, [upload("kayak.md", KAYAK_V1)], django_capture_on_commit_callbacks)
-    assert "upside down" in chunk_search(query="zephyrkayak winter", mode="lexical")[0].text
+    assert any("upside down" in h.text for h in chunk_search(query="zephyrkayak winter storage", k=10))
     old_chunks = set(Chunk.objects.values_list("pk", flat=True))
 
     job = run_upload(collection, [upload("kayak.md", KAYAK_V2)], django_capture_on_commit_callbacks)
