@@ -10,6 +10,7 @@ office_patterns = [
     path("conversations/<uuid:conversation_id>/hand-back/", views.conversation_hand_back, name="hand_back"),
     path("conversations/<uuid:conversation_id>/close/", views.conversation_close, name="close"),
     path("actions/<uuid:run_id>/decide/", views.action_decide, name="action_decide"),
+    path("search/", views.knowledge_search, name="search"),
 ]
 
 chat_patterns = [

@@ -193,3 +193,36 @@ def action_decide(request, run_id):
     except (IntegrationError, ReviewError) as exc:
         flash.error(request, str(exc))
     return redirect("office:conversation", conversation_id=run.subject_id)
+
+
+@login_required
+@require_GET
+def knowledge_search(request: HttpRequest) -> HttpResponse:
+    """Agents search the knowledge base as the assistant does, and see why each passage ranks."""
+    from knowledge.models import Audience
+    from knowledge.selectors import SEARCH_MODES, chunk_search
+
+    _office_user(request)
+    query = request.GET.get("q", "").strip()[:500]
+    scope = request.GET.get("scope", "all")
+    mode = request.GET.get("mode", "hybrid")
+    if mode not in SEARCH_MODES:
+        mode = "hybrid"
+    audiences = {"customer": (Audience.CUSTOMER,), "internal": (Audience.INTERNAL,)}.get(
+        scope, (Audience.CUSTOMER, Audience.INTERNAL))
+    hits = []
+    if query:
+        from knowledge.embeddings import embed_query
+
+        hits = chunk_search(query=query, k=10, audiences=audiences, mode=mode, query_vector=embed_query(query))
+    internal_ids = set()
+    if hits:
+        from knowledge.models import Document
+
+        internal_ids = {str(pk) for pk in Document.objects.filter(
+            pk__in=[h.document_id for h in hits], collection__audience=Audience.INTERNAL).values_list("pk", flat=True)}
+    return render(request, "office/search.html", {
+        "query": query, "scope": scope, "mode": mode, "modes": SEARCH_MODES,
+        "hits": [{"hit": h, "internal": h.document_id in internal_ids, "rank": i}
+                 for i, h in enumerate(hits, start=1)],
+    })
