@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
@@ -22,6 +23,18 @@ class Collection(BaseModel):
     name = models.CharField(max_length=120, unique=True)
     audience = models.CharField(max_length=20, choices=Audience.choices, default=Audience.CUSTOMER)
     description = models.TextField(blank=True)
+    # Chunking: short chunks suit FAQs and policies, longer ones manuals and papers.
+    chunk_size = models.PositiveIntegerField(
+        default=900, validators=[MinValueValidator(200), MaxValueValidator(8000)],
+        help_text="Largest chunk in characters (200 to 8,000). Applies to documents ingested from now on.")
+    chunk_overlap = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(5)],
+        help_text="Sentences repeated at the start of the next chunk of a section (0 to 5).")
+
+    class Meta:
+        # Object permissions (django-guardian) per collection: view = read its documents in
+        # the back office, change = upload and edit, publish = make documents live.
+        permissions = [("publish_collection", "Can publish documents of the collection")]
 
     def __str__(self) -> str:
         return self.name
@@ -44,9 +57,14 @@ class Document(BaseModel):
     status = models.CharField(max_length=20, choices=DocumentStatus.choices, default=DocumentStatus.PENDING)
     version = models.PositiveIntegerField(default=1)
     body = models.TextField(blank=True)
+    # Unpublished documents are kept and versioned but never served to anyone's search.
+    published = models.BooleanField(default=True)
+    # Free-form labels ({"product": "tents", "region": "eu"}) that searches can filter on.
+    metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["collection", "slug"], name="document_collection_slug_uniq")]
+        indexes = [GinIndex(fields=["metadata"], name="document_metadata_gin", opclasses=["jsonb_path_ops"])]
 
     def __str__(self) -> str:
         return self.title
@@ -57,10 +75,13 @@ class Chunk(BaseModel):
 
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     position = models.PositiveIntegerField()
+    # The document's title, copied so that the full-text vector (one row's columns only) holds it.
+    title = models.CharField(max_length=300, blank=True)
     section = models.CharField(max_length=300, blank=True)
     text = models.TextField()
     search_vector = models.GeneratedField(
-        expression=SearchVector("section", weight="A", config="english")
+        expression=SearchVector("title", weight="A", config="english")
+        + SearchVector("section", weight="A", config="english")
         + SearchVector("text", weight="B", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
@@ -142,6 +163,11 @@ class IngestionJob(BaseModel):
     failed_files = models.PositiveIntegerField(default=0)
     skipped_files = models.PositiveIntegerField(default=0)
     chunk_count = models.PositiveIntegerField(default=0)
+    # Labels given to every document the job ingests (see Document.metadata).
+    metadata = models.JSONField(default=dict, blank=True)
+    # False when the uploader may edit the collection but not publish: new documents are
+    # stored unpublished, and live documents are left as they are (the file fails).
+    publish = models.BooleanField(default=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -47,21 +47,44 @@ class SearchHit:
         }
 
 
-def _base_queryset(audiences):
-    return Chunk.objects.filter(document__status=DocumentStatus.READY, document__collection__audience__in=audiences)
+@dataclass(frozen=True)
+class SearchScope:
+    """Which chunks a search may return: published, ready documents of the given audiences,
+    optionally only of some collections and only of documents carrying every given label."""
+
+    audiences: tuple = (Audience.CUSTOMER,)
+    collection_ids: tuple | None = None
+    metadata: dict | None = None
+
+    def queryset(self):
+        qs = Chunk.objects.filter(document__status=DocumentStatus.READY, document__published=True,
+                                  document__collection__audience__in=self.audiences)
+        if self.collection_ids is not None:
+            qs = qs.filter(document__collection_id__in=self.collection_ids)
+        if self.metadata:
+            qs = qs.filter(document__metadata__contains=self.metadata)
+        return qs
 
 
 SEARCH_MODES = ("hybrid", "lexical", "dense")
 
 
 def chunk_search(*, query: str, k: int = 5, audiences=(Audience.CUSTOMER,), candidates: int = 20,
-                 query_vector: list[float] | None = None, mode: str = "hybrid") -> list[SearchHit]:
+                 query_vector: list[float] | None = None, mode: str = "hybrid", collection_ids=None,
+                 metadata: dict | None = None) -> list[SearchHit]:
     """Top ``k`` chunks for ``query`` among the given audiences (customer-visible by default).
 
+    ``collection_ids`` limits the search to those collections (an empty list finds nothing);
+    ``metadata`` to documents whose labels include every given one ({"product": "tents"}).
     ``mode`` "lexical" or "dense" uses one retriever alone (benchmarks compare them with the
     hybrid). "lexical" embeds nothing: hits get a similarity only if ``query_vector`` is given."""
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+    scope = SearchScope(audiences=tuple(audiences),
+                        collection_ids=None if collection_ids is None else tuple(collection_ids),
+                        metadata=dict(metadata) if metadata else None)
+    if scope.collection_ids == ():
+        return []
     query = query.strip()
     if not query:
         return []
@@ -69,20 +92,20 @@ def chunk_search(*, query: str, k: int = 5, audiences=(Audience.CUSTOMER,), cand
     fields = ("id", "document_id", "document__title", "document__url", "section", "text")
     dense = lexical = []
     if mode != "lexical":
-        dense = _dense_candidates(audiences=audiences, vector=vector, candidates=candidates, fields=fields)
+        dense = _dense_candidates(scope=scope, vector=vector, candidates=candidates, fields=fields)
     if mode != "dense":
-        lexical = _lexical_candidates(audiences=audiences, query=query, candidates=candidates, fields=fields)
+        lexical = _lexical_candidates(scope=scope, query=query, candidates=candidates, fields=fields)
     return _fuse(dense=dense, lexical=lexical, vector=vector, k=k)
 
 
-def _dense_candidates(*, audiences, vector, candidates: int, fields) -> list[dict]:
+def _dense_candidates(*, scope: SearchScope, vector, candidates: int, fields) -> list[dict]:
     with transaction.atomic():
         with connection.cursor() as cursor:
             # Filtered HNSW scans keep looking until they have enough rows (pgvector 0.8).
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(HNSW_EF_SEARCH, candidates * 2)])
         dense = list(
-            _base_queryset(audiences)
+            scope.queryset()
             .annotate(distance=CosineDistance("embedding", vector))
             .order_by("distance")
             .values(*fields, "distance")[:candidates]
@@ -172,7 +195,7 @@ def _query_terms(query: str) -> tuple[int, list[tuple[str, int, float]]]:
     return total, sorted(terms, key=lambda term: term[1])
 
 
-def _lexical_candidates(*, audiences, query: str, candidates: int, fields) -> list[dict]:
+def _lexical_candidates(*, scope: SearchScope, query: str, candidates: int, fields) -> list[dict]:
     total, terms = _query_terms(query)
     if not terms:
         return []
@@ -188,7 +211,7 @@ def _lexical_candidates(*, audiences, query: str, candidates: int, fields) -> li
     # Literals and weights are parameters; only the column and a fixed integer are formatted in.
     score = " + ".join(f"ts_rank({column}, %s::tsquery, {LEXICAL_NORMALIZATION:d}) * %s" for _ in terms)
     return list(
-        _base_queryset(audiences)
+        scope.queryset()
         .filter(RawSQL(f"{column} @@ %s::tsquery", [" | ".join(matching)], output_field=BooleanField()))  # noqa: S611
         .annotate(rank=RawSQL(score, [p for lit, _, idf in terms for p in (lit, idf)],  # noqa: S611
                               output_field=FloatField()))

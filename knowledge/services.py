@@ -61,6 +61,25 @@ class PreparedDocument:
     vectors: list[list[float]]
 
 
+METADATA_MAX_KEYS = 20
+
+
+def metadata_validate(metadata) -> None:
+    """Labels are a flat object of short strings, numbers or booleans (searchable by equality)."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise UploadRejected("Metadata must be a JSON object of labels, e.g. {\"product\": \"tents\"}.")
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise UploadRejected(f"Metadata may hold at most {METADATA_MAX_KEYS} labels.")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.strip() or len(key) > 64:
+            raise UploadRejected("Metadata label names must be non-empty text of at most 64 characters.")
+        if isinstance(value, str) and len(value) > 200 or not isinstance(value, (str, int, float, bool)):
+            raise UploadRejected(f"Metadata label {key!r} must be text (at most 200 characters), a number "
+                                 "or true/false.")
+
+
 def _checksum(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
@@ -70,11 +89,11 @@ def _unchanged(*, collection: Collection, slug: str, checksum: str) -> Document 
                                    status=DocumentStatus.READY).first()
 
 
-def _document_prepare(*, slug: str, body: str, url: str, title: str) -> PreparedDocument:
-    """Chunks and embeddings, computed outside any transaction: the old chunks keep being
-    served until the new ones replace them in one commit."""
+def _document_prepare(*, collection: Collection, slug: str, body: str, url: str, title: str) -> PreparedDocument:
+    """Chunks (sized as the collection says) and embeddings, computed outside any transaction:
+    the old chunks keep being served until the new ones replace them in one commit."""
     title = (title or markdown_title(body, slug.replace("-", " ").title()))[:300]
-    drafts = chunk_markdown(body)
+    drafts = chunk_markdown(body, max_chars=collection.chunk_size, overlap_sentences=collection.chunk_overlap)
     if not drafts:
         raise IngestionError(f"{slug}: the document has no text to index")
     vectors = embed_texts([f"{title}. {d.section}. {d.text}" for d in drafts])
@@ -83,14 +102,20 @@ def _document_prepare(*, slug: str, body: str, url: str, title: str) -> Prepared
 
 
 def _document_store(*, collection: Collection, prepared: PreparedDocument, actor=None, source_name: str = "",
-                    source_kind: str = "") -> tuple[Document, bool]:
-    """Replace a document's chunks and append a version, in the caller's transaction."""
+                    source_kind: str = "", metadata: dict | None = None,
+                    publish: bool = True) -> tuple[Document, bool]:
+    """Replace a document's chunks and append a version, in the caller's transaction.
+
+    ``metadata`` labels are merged into the document's; ``publish`` False stores a new
+    document unpublished (an existing one keeps its published state)."""
     document, created = Document.objects.select_for_update().get_or_create(
         collection=collection, slug=prepared.slug,
         defaults={"title": prepared.title, "url": prepared.url, "checksum": prepared.checksum,
-                  "body": prepared.body, "status": DocumentStatus.READY},
+                  "body": prepared.body, "status": DocumentStatus.READY, "metadata": dict(metadata or {}),
+                  "published": publish},
     )
     if not created:
+        _labels_merge(document, metadata)
         if document.checksum == prepared.checksum and document.status == DocumentStatus.READY:
             return document, False  # someone stored the same text while this one was embedding
         # Superseded chunks go in the same transaction as the new ones arrive: a search sees
@@ -103,7 +128,8 @@ def _document_store(*, collection: Collection, prepared: PreparedDocument, actor
         document.save()
     Chunk.objects.bulk_create(
         [
-            Chunk(document=document, position=d.position, section=d.section[:300], text=d.text, embedding=v)
+            Chunk(document=document, position=d.position, title=prepared.title, section=d.section[:300],
+                  text=d.text, embedding=v)
             for d, v in zip(prepared.drafts, prepared.vectors)
         ]
     )
@@ -119,17 +145,25 @@ def _document_store(*, collection: Collection, prepared: PreparedDocument, actor
 
 
 def document_ingest_markdown(*, collection: Collection, slug: str, body: str, url: str = "", title: str = "",
-                             actor=None) -> tuple[Document, bool]:
+                             actor=None, metadata: dict | None = None) -> tuple[Document, bool]:
     """Store a document and its chunks; unchanged content (same checksum) is skipped.
 
     A change bumps the version, keeps the text as a ``DocumentVersion`` and replaces the
     chunks in one commit. Returns (document, changed)."""
     existing = _unchanged(collection=collection, slug=slug, checksum=_checksum(body))
     if existing:
+        _labels_merge(existing, metadata)
         return existing, False
-    prepared = _document_prepare(slug=slug, body=body, url=url, title=title)
+    prepared = _document_prepare(collection=collection, slug=slug, body=body, url=url, title=title)
     with transaction.atomic():
-        return _document_store(collection=collection, prepared=prepared, actor=actor)
+        return _document_store(collection=collection, prepared=prepared, actor=actor, metadata=metadata)
+
+
+def _labels_merge(document: Document, metadata: dict | None) -> None:
+    """Give an unchanged document the labels it lacks (no re-chunking, no new version)."""
+    if metadata and any(document.metadata.get(k) != v for k, v in metadata.items()):
+        document.metadata = {**document.metadata, **metadata}
+        document.save(update_fields=["metadata", "updated_at"])
 
 
 # --- uploads and ingestion jobs -------------------------------------------------------------
@@ -182,8 +216,12 @@ def _job_dispatch(job_id) -> None:
 
 
 def ingestion_job_create_from_uploads(*, collection: Collection, uploads: list, actor=None,
-                                      source: str = IngestionSource.ADMIN) -> IngestionJob:
+                                      source: str = IngestionSource.ADMIN, metadata: dict | None = None,
+                                      publish: bool = True) -> IngestionJob:
     """Validate the uploaded files, stream them to storage and queue a job (after commit).
+
+    ``metadata`` labels every document of the job; ``publish`` False stores new documents
+    unpublished and refuses to change published ones (an editor who may not publish).
 
     Raises ``UploadRejected`` (nothing stored) when a file is empty, too large or unsupported."""
     if not uploads:
@@ -201,7 +239,8 @@ def ingestion_job_create_from_uploads(*, collection: Collection, uploads: list, 
             stored.append((uploaded.name, name, uploaded.size))
         with transaction.atomic(durable=True):
             job = _job_create(job_id=job_id, collection=collection, actor=actor, source=source,
-                              files=[{"name": n, "storage_name": s, "size": size} for n, s, size in stored])
+                              files=[{"name": n, "storage_name": s, "size": size} for n, s, size in stored],
+                              metadata=metadata, publish=publish)
     except BaseException:
         for _, name, _ in stored:
             storage.delete(name)
@@ -210,7 +249,8 @@ def ingestion_job_create_from_uploads(*, collection: Collection, uploads: list, 
 
 
 def ingestion_job_create_from_paths(*, collection: Collection, paths: Iterable[Path], actor=None,
-                                    source: str = IngestionSource.COMMAND, dispatch: bool = False) -> IngestionJob:
+                                    source: str = IngestionSource.COMMAND, dispatch: bool = False,
+                                    metadata: dict | None = None, publish: bool = True) -> IngestionJob:
     """A job over files read in place (the ingest command); nothing is copied.
 
     Files are checked when they are processed, so one bad file fails alone."""
@@ -221,13 +261,15 @@ def ingestion_job_create_from_paths(*, collection: Collection, paths: Iterable[P
         files.append({"name": path.name, "local_path": str(path.resolve()), "size": size})
     with transaction.atomic(durable=True):
         return _job_create(job_id=IngestionJob._meta.pk.default(), collection=collection, actor=actor,
-                           source=source, files=files, dispatch=dispatch)
+                           source=source, files=files, dispatch=dispatch, metadata=metadata, publish=publish)
 
 
 def _job_create(*, job_id, collection: Collection, actor, source: str, files: list[dict],
-                dispatch: bool = True) -> IngestionJob:
+                dispatch: bool = True, metadata: dict | None = None, publish: bool = True) -> IngestionJob:
+    metadata_validate(metadata)
     job = IngestionJob.objects.create(
         id=job_id, collection=collection, source=source, total_files=len(files),
+        metadata=dict(metadata or {}), publish=publish,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
     taken: set[str] = set()
@@ -283,16 +325,22 @@ def _file_process(*, job: IngestionJob, file: IngestionFile, actor) -> None:
         existing = _unchanged(collection=job.collection, slug=file.slug, checksum=_checksum(parsed.body))
         if existing:
             with transaction.atomic():
+                _labels_merge(existing, job.metadata)
                 _file_finish(file=file, status=IngestionFileStatus.SKIPPED, document=existing,
                              version=existing.version)
             return
-        prepared = _document_prepare(slug=file.slug, body=parsed.body, title=parsed.title,
-                                     url=_url_for(job.collection, file.slug))
+        if not job.publish and Document.objects.filter(collection=job.collection, slug=file.slug,
+                                                        published=True).exists():
+            raise IngestionError("A published document of that name exists; only someone who may publish in "
+                                 "this collection can change it.")
+        prepared = _document_prepare(collection=job.collection, slug=file.slug, body=parsed.body,
+                                     title=parsed.title, url=_url_for(job.collection, file.slug))
         # The document, its new version and the file's outcome commit together, so a job that
         # is interrupted and resumed never ingests a file twice.
         with transaction.atomic():
             document, changed = _document_store(collection=job.collection, prepared=prepared, actor=actor,
-                                                source_name=file.name, source_kind=parsed.kind)
+                                                source_name=file.name, source_kind=parsed.kind,
+                                                metadata=job.metadata, publish=job.publish)
             _file_finish(file=file, status=IngestionFileStatus.DONE if changed else IngestionFileStatus.SKIPPED,
                          document=document, version=document.version,
                          chunks=len(prepared.drafts) if changed else 0)

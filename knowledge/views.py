@@ -10,7 +10,8 @@ from knowledge.models import Audience, Document, DocumentStatus
 @require_GET
 def help_article(request, slug: str):
     document = (
-        Document.objects.filter(slug=slug, status=DocumentStatus.READY, collection__audience=Audience.CUSTOMER)
+        Document.objects.filter(slug=slug, status=DocumentStatus.READY, published=True,
+                                collection__audience=Audience.CUSTOMER)
         .select_related("collection").first()
     )
     if document is None:
@@ -20,5 +21,6 @@ def help_article(request, slug: str):
 
 @require_GET
 def help_index(request):
-    documents = Document.objects.filter(status=DocumentStatus.READY, collection__audience=Audience.CUSTOMER).order_by("title")
+    documents = Document.objects.filter(status=DocumentStatus.READY, published=True,
+                                        collection__audience=Audience.CUSTOMER).order_by("title")
     return render(request, "knowledge/index.html", {"documents": documents})
