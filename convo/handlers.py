@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.urls import reverse
 
 from integrations import registry as integrations_registry
 from integrations.models import ActionRun
+from knowledge.embedding_spaces import on_space_activated
 from review.registry import SubjectHandler, register_subject
+
+logger = logging.getLogger(__name__)
 
 
 def _conversation_url(subject_id: str) -> str:
@@ -25,6 +30,24 @@ def register() -> None:
     register_subject(SubjectHandler(subject_type=SUBJECT_TYPE, url=_conversation_url))
     register_subject(SubjectHandler(subject_type="integrations.actionrun", url=_action_run_url))
     integrations_registry.on_run_settled(_on_run_settled)
+    on_space_activated(intent_examples_reembed)
+
+
+def intent_examples_reembed(spec) -> None:
+    """Re-embed every intent example phrase with the model the knowledge index switched to,
+    so that a customer's message (embedded with the configured model) is compared like with like."""
+    from convo.models import IntentExample
+    from knowledge.embeddings import embed_texts
+
+    column = IntentExample._meta.get_field("embedding").dimensions
+    if spec.dimensions != column:
+        logger.error("intent examples hold %s-dimension vectors; %s cannot replace them", column, spec)
+        return
+    examples = list(IntentExample.objects.only("id", "text"))
+    for example, vector in zip(examples, embed_texts([e.text for e in examples], spec=spec), strict=True):
+        example.embedding = vector
+    IntentExample.objects.bulk_update(examples, ["embedding"], batch_size=200)
+    logger.info("re-embedded %d intent examples with %s", len(examples), spec)
 
 
 def _on_run_settled(run_id: str) -> None:

@@ -26,12 +26,14 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.AGENT: [*_READ_KNOWLEDGE],
     Role.SUPERVISOR: [*_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "review.view_team", "review.change_team"],
     Role.COMPLIANCE: [
-        *_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "governance.view_auditevent", "governance.view_modelversion",
+        *_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "knowledge.view_embeddingspace", "governance.view_auditevent",
+        "governance.view_modelversion",
         "governance.view_promptversion", "integrations.view_actiondefinition", "integrations.view_connector",
     ],
     Role.MODEL_OWNER: [
         *_READ_KNOWLEDGE, "knowledge.add_collection", "knowledge.change_collection", "knowledge.add_document",
-        "knowledge.change_document", "governance.view_modelversion", "governance.add_modelversion",
+        "knowledge.change_document", "knowledge.view_embeddingspace", "knowledge.change_embeddingspace",
+        "governance.view_modelversion", "governance.add_modelversion",
         "governance.view_promptversion", "governance.add_promptversion", "governance.view_auditevent",
         "convo.view_intent", "convo.add_intent", "convo.change_intent", "convo.view_intentexample",
         "integrations.view_actiondefinition", "integrations.view_connector",

@@ -14,9 +14,15 @@ class IngestionError(KnowledgeError, ValueError):
 
 
 class UploadRejected(IngestionError):
-    """An upload refused before a job is created; ``status_code`` is the HTTP answer to give."""
+    """An upload refused before a job is created; ``status_code`` is the HTTP answer to give.
 
-    def __init__(self, message: str, *, file_name: str = "", status_code: int = 400):
+    ``file_name`` names the refused file when there is one; ``refusals`` lists
+    ``(file name, reason)`` for every refused file of a batch (empty when the refusal is not
+    about files, e.g. no files or bad metadata)."""
+
+    def __init__(self, message: str, *, file_name: str = "", status_code: int = 400,
+                 refusals: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.file_name = file_name
         self.status_code = status_code
+        self.refusals = list(refusals or [])

@@ -7,7 +7,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import VectorField
 
 from config.models import BaseModel
 
@@ -86,20 +86,11 @@ class Chunk(BaseModel):
         output_field=SearchVectorField(),
         db_persist=True,
     )
-    embedding = VectorField(dimensions=384)
+    # Embeddings live in ChunkEmbedding, one per embedding space (model).
 
     class Meta:
         ordering = ["document", "position"]
-        indexes = [
-            GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
-            HnswIndex(
-                name="chunk_embedding_hnsw",
-                fields=["embedding"],
-                m=16,
-                ef_construction=64,
-                opclasses=["vector_cosine_ops"],
-            ),
-        ]
+        indexes = [GinIndex(fields=["search_vector"], name="chunk_search_vector_gin")]
         constraints = [models.UniqueConstraint(fields=["document", "position"], name="chunk_document_position_uniq")]
 
     def __str__(self) -> str:
@@ -216,3 +207,70 @@ class IngestionFile(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+
+class EmbeddingSpaceStatus(models.TextChoices):
+    BUILDING = "building", "Building"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+    FAILED = "failed", "Failed"
+
+
+class EmbeddingSpace(BaseModel):
+    """The vectors of one embedding model over every chunk, with their own HNSW index.
+
+    Exactly one space is active: searches use it. Re-embedding (a new model) builds a second
+    space beside it — ingestion writes to both meanwhile — and switches over in one commit
+    when every chunk has a vector and the index is built; the old space is then retired and
+    can be dropped. Vectors of different models are never compared."""
+
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    dimensions = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=EmbeddingSpaceStatus.choices,
+                              default=EmbeddingSpaceStatus.BUILDING)
+    # A partial HNSW index over this space's rows of ChunkEmbedding, created when it is filled.
+    index_name = models.CharField(max_length=63, blank=True)
+    total_chunks = models.PositiveIntegerField(default=0)
+    embedded_chunks = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="active"),
+                                    name="embeddingspace_one_active"),
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="building"),
+                                    name="embeddingspace_one_building"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.provider}, {self.dimensions}d, {self.status})"
+
+    @property
+    def spec(self):
+        from knowledge.embeddings import EmbeddingSpec
+
+        return EmbeddingSpec(self.provider, self.model, self.dimensions)
+
+
+class ChunkEmbedding(models.Model):
+    """A chunk's vector in one embedding space. The column has no fixed dimension: each
+    space's partial index casts it to its own (``embedding::vector(N)``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="embeddings")
+    embedding = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["space", "chunk"], name="chunkembedding_space_chunk_uniq")]
+        indexes = [models.Index(fields=["chunk"], name="chunkembedding_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id} in {self.space_id}"

@@ -10,6 +10,7 @@ from pathlib import Path, PurePath
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db import connection, transaction
 from django.db.models import F
@@ -18,6 +19,7 @@ from django.utils.text import get_valid_filename, slugify
 
 from governance.services import audit_event_record
 from knowledge.chunking import ChunkDraft, chunk_markdown, markdown_title
+from knowledge.embedding_spaces import chunk_embeddings_create, embedding_text, writable_spaces
 from knowledge.embeddings import embed_texts
 from knowledge.exceptions import IngestionError, UploadRejected
 from knowledge.models import (
@@ -58,7 +60,8 @@ class PreparedDocument:
     url: str
     checksum: str
     drafts: list[ChunkDraft]
-    vectors: list[list[float]]
+    texts: list[str]  # what was embedded for each chunk
+    vectors_by_space: dict[str, list[list[float]]]  # embedding spec key -> one vector per chunk
 
 
 METADATA_MAX_KEYS = 20
@@ -96,9 +99,11 @@ def _document_prepare(*, collection: Collection, slug: str, body: str, url: str,
     drafts = chunk_markdown(body, max_chars=collection.chunk_size, overlap_sentences=collection.chunk_overlap)
     if not drafts:
         raise IngestionError(f"{slug}: the document has no text to index")
-    vectors = embed_texts([f"{title}. {d.section}. {d.text}" for d in drafts])
+    texts = [embedding_text(title=title, section=d.section, text=d.text) for d in drafts]
+    # One set of vectors per live embedding space (two while re-embedding runs).
+    vectors_by_space = {space.spec.key: embed_texts(texts, spec=space.spec) for space in writable_spaces()}
     return PreparedDocument(slug=slug, title=title, body=body, url=url, checksum=_checksum(body), drafts=drafts,
-                            vectors=vectors)
+                            texts=texts, vectors_by_space=vectors_by_space)
 
 
 def _document_store(*, collection: Collection, prepared: PreparedDocument, actor=None, source_name: str = "",
@@ -126,13 +131,13 @@ def _document_store(*, collection: Collection, prepared: PreparedDocument, actor
         document.status = DocumentStatus.READY
         document.version += 1
         document.save()
-    Chunk.objects.bulk_create(
+    chunks = Chunk.objects.bulk_create(
         [
-            Chunk(document=document, position=d.position, title=prepared.title, section=d.section[:300],
-                  text=d.text, embedding=v)
-            for d, v in zip(prepared.drafts, prepared.vectors)
+            Chunk(document=document, position=d.position, title=prepared.title, section=d.section[:300], text=d.text)
+            for d in prepared.drafts
         ]
     )
+    chunk_embeddings_create(chunks=chunks, texts=prepared.texts, vectors_by_space=prepared.vectors_by_space)
     DocumentVersion.objects.create(
         document=document, version=document.version, checksum=prepared.checksum, title=prepared.title,
         body=prepared.body, chunk_count=len(prepared.drafts), source_name=source_name[:255],
@@ -191,22 +196,100 @@ def _slug_for(name: str, taken: set[str]) -> str:
     return slug
 
 
-def upload_validate(uploaded) -> None:
-    """Refuse a file before anything is stored: empty, too large, or not a type we read."""
+def _upload_refusal(uploaded) -> UploadRejected | None:
+    """Why a file cannot be taken (empty, too large, not a type we read), or None.
+
+    The message is the reason alone: it goes on the file's own row of the job."""
     name = uploaded.name or "upload"
     limit = upload_max_bytes()
-    if uploaded.size == 0:
-        raise UploadRejected(f"{name}: the file is empty.", file_name=name)
+    if not uploaded.size:
+        return UploadRejected("The file is empty.", file_name=name)
     if uploaded.size > limit:
-        raise UploadRejected(f"{name}: the file is larger than the {limit // (1024 * 1024)} MB limit.",
-                             file_name=name, status_code=413)
+        return UploadRejected(f"The file is larger than the {limit // (1024 * 1024)} MB limit.", file_name=name,
+                              status_code=413)
     uploaded.seek(0)
     head = uploaded.read(4096)
     uploaded.seek(0)
     try:
         detect_kind(name, head)
     except IngestionError as exc:
-        raise UploadRejected(f"{name}: {exc}", file_name=name) from None
+        return UploadRejected(str(exc), file_name=name)
+    return None
+
+
+def upload_validate(uploaded) -> None:
+    """Refuse a file before anything is stored: empty, too large, or not a type we read.
+
+    Raises ``UploadRejected`` whose message is the file's name and the reason."""
+    refusal = _upload_refusal(uploaded)
+    if refusal is not None:
+        raise _uploads_refused([refusal])
+
+
+def _uploads_refused(refusals: list[UploadRejected]) -> UploadRejected:
+    """The error for a batch whose every file was refused: each file's name and reason."""
+    reasons = [(r.file_name, str(r)) for r in refusals]
+    # 413 (payload too large) only when size is every file's problem; any other refusal is a 400.
+    status_code = 413 if all(r.status_code == 413 for r in refusals) else 400
+    if len(reasons) == 1:
+        name, reason = reasons[0]
+        return UploadRejected(f"{name}: {reason}", file_name=name, status_code=status_code, refusals=reasons)
+    listed = "; ".join(f"{name}: {reason}" for name, reason in reasons)
+    return UploadRejected(f"None of the {len(reasons)} files can be ingested. {listed}", status_code=status_code,
+                          refusals=reasons)
+
+
+def _upload_checksum(uploaded) -> str:
+    digest = hashlib.sha256()
+    for chunk in uploaded.chunks():  # chunk by chunk: past 2.5 MB the upload is a temporary file
+        digest.update(chunk)
+    uploaded.seek(0)
+    return digest.hexdigest()
+
+
+def _uploads_screen(uploads: list) -> tuple[list[dict], list[UploadRejected]]:
+    """One row per upload, in order, and the refusals.
+
+    A row without a ``status`` is to be stored and ingested; the others are settled here:
+    refused (failed, with the reason), the same content as an earlier file (skipped), or the
+    same name as an earlier file with other content (failed: which of the two should become
+    the document is the uploader's call, and the batch must not make two of one file)."""
+    rows: list[dict] = []
+    refusals: list[UploadRejected] = []
+    first_by_checksum: dict[str, str] = {}
+    first_by_name: dict[str, str] = {}
+    for uploaded in uploads:
+        name = uploaded.name or "upload"
+        row = {"name": name, "size": uploaded.size or 0, "upload": uploaded}
+        refusal = _upload_refusal(uploaded)
+        if refusal is not None:
+            refusals.append(refusal)
+            row.update(status=IngestionFileStatus.FAILED, error=str(refusal))
+            rows.append(row)
+            continue
+        checksum = _upload_checksum(uploaded)
+        # Case-insensitive: "Returns.md" and "returns.md" are one file to the person uploading.
+        name_key = PurePath(name).name.casefold()
+        if checksum in first_by_checksum:
+            row.update(status=IngestionFileStatus.SKIPPED,
+                       error=f"Duplicate of {first_by_checksum[checksum]} in this batch (same content): "
+                             "ingested once.")
+        elif name_key in first_by_name:
+            row.update(status=IngestionFileStatus.FAILED,
+                       error=f"Another file named {first_by_name[name_key]} comes earlier in this batch with "
+                             "different content; only that one is ingested. Upload this one on its own to make "
+                             "it the document's next version.")
+        else:
+            first_by_checksum[checksum] = first_by_name[name_key] = name
+        rows.append(row)
+    return rows, refusals
+
+
+def _storage_file_name(name: str) -> str:
+    try:
+        return get_valid_filename(PurePath(name).name)[:150]
+    except SuspiciousFileOperation:  # nothing usable left, e.g. "???"
+        return "upload"
 
 
 def _job_dispatch(job_id) -> None:
@@ -218,31 +301,42 @@ def _job_dispatch(job_id) -> None:
 def ingestion_job_create_from_uploads(*, collection: Collection, uploads: list, actor=None,
                                       source: str = IngestionSource.ADMIN, metadata: dict | None = None,
                                       publish: bool = True) -> IngestionJob:
-    """Validate the uploaded files, stream them to storage and queue a job (after commit).
+    """Check each uploaded file, stream the good ones to storage and queue a job (after commit).
+
+    One bad file does not cost the rest of the batch. A file that is empty, too large or of a
+    type we cannot read is not stored: it is a failed file of the job, with the reason. A file
+    with the same content as an earlier one of the batch is skipped as its duplicate; one with
+    the same name but other content fails (so one batch never makes two documents of one file).
+    Files settled here count as processed from the start.
 
     ``metadata`` labels every document of the job; ``publish`` False stores new documents
     unpublished and refuses to change published ones (an editor who may not publish).
 
-    Raises ``UploadRejected`` (nothing stored) when a file is empty, too large or unsupported."""
+    Raises ``UploadRejected`` (nothing stored, no job) when no file was given, the metadata is
+    invalid, or every file is refused; the message gives each file's name and reason."""
     if not uploads:
         raise UploadRejected("No files were uploaded.")
-    for uploaded in uploads:
-        upload_validate(uploaded)
+    metadata_validate(metadata)
+    rows, refusals = _uploads_screen(uploads)
+    if len(refusals) == len(rows):
+        raise _uploads_refused(refusals)
     storage = upload_storage()
-    stored: list[tuple[str, str, int]] = []
+    stored: list[str] = []
     job_id = IngestionJob._meta.pk.default()
     try:
-        for position, uploaded in enumerate(uploads):
-            safe = get_valid_filename(PurePath(uploaded.name).name)[:150] or "upload"
+        for position, row in enumerate(rows):
+            uploaded = row.pop("upload")
+            if row.get("status"):
+                continue  # refused or a duplicate: never stored
             # Storage.save reads the upload chunk by chunk (it is a temporary file past 2.5 MB).
-            name = storage.save(f"{UPLOAD_DIR}/{job_id}/{position:04d}-{safe}", uploaded)
-            stored.append((uploaded.name, name, uploaded.size))
+            row["storage_name"] = storage.save(
+                f"{UPLOAD_DIR}/{job_id}/{position:04d}-{_storage_file_name(row['name'])}", uploaded)
+            stored.append(row["storage_name"])
         with transaction.atomic(durable=True):
-            job = _job_create(job_id=job_id, collection=collection, actor=actor, source=source,
-                              files=[{"name": n, "storage_name": s, "size": size} for n, s, size in stored],
+            job = _job_create(job_id=job_id, collection=collection, actor=actor, source=source, files=rows,
                               metadata=metadata, publish=publish)
     except BaseException:
-        for _, name, _ in stored:
+        for name in stored:
             storage.delete(name)
         raise
     return job
@@ -266,36 +360,66 @@ def ingestion_job_create_from_paths(*, collection: Collection, paths: Iterable[P
 
 def _job_create(*, job_id, collection: Collection, actor, source: str, files: list[dict],
                 dispatch: bool = True, metadata: dict | None = None, publish: bool = True) -> IngestionJob:
+    """The job and a row per file, in the caller's transaction; the run is queued after commit.
+
+    A file given with a ``status`` (and ``error``) was settled at upload, refused or a
+    duplicate: it counts as processed from the start and is never run."""
     metadata_validate(metadata)
+    settled = [f["status"] for f in files if f.get("status")]
     job = IngestionJob.objects.create(
         id=job_id, collection=collection, source=source, total_files=len(files),
+        processed_files=len(settled), failed_files=settled.count(IngestionFileStatus.FAILED),
+        skipped_files=settled.count(IngestionFileStatus.SKIPPED),
         metadata=dict(metadata or {}), publish=publish,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+    # Files to ingest take their slugs first, so a refused file never changes a document's slug.
     taken: set[str] = set()
+    slugs = {i: _slug_for(f["name"], taken) for i, f in enumerate(files) if not f.get("status")}
     IngestionFile.objects.bulk_create([
-        IngestionFile(job=job, position=i, name=f["name"][:255], slug=_slug_for(f["name"], taken),
+        IngestionFile(job=job, position=i, name=f["name"][:255], slug=slugs.get(i) or _slug_for(f["name"], set()),
                       storage_name=f.get("storage_name", ""), local_path=f.get("local_path", ""),
-                      size=f.get("size", 0))
+                      size=f.get("size", 0), status=f.get("status") or IngestionFileStatus.QUEUED,
+                      error=f.get("error", ""))
         for i, f in enumerate(files)
     ])
     audit_event_record(actor=actor, action="knowledge.ingestion_job_created", target=job,
-                       data={"collection": str(collection.pk), "files": len(files), "source": source})
+                       data={"collection": str(collection.pk), "files": len(files), "source": source,
+                             "failed_at_upload": job.failed_files, "skipped_at_upload": job.skipped_files})
     if dispatch:
         transaction.on_commit(lambda: _job_dispatch(job.pk))
     return job
 
 
 def _read_file(file: IngestionFile) -> bytes:
+    """The file's bytes for parsing, whole (parsers need them so; the upload limit caps them).
+
+    A file past the limit is refused before reading; one that grew past it since is read to
+    one byte over the limit and refused, so memory never holds more than that."""
+    limit = upload_max_bytes()
+    too_large = f"The file is larger than the {limit // (1024 * 1024)} MB limit."
     if file.local_path:
         path = Path(file.local_path)
         if not path.is_file():
             raise IngestionError("The file does not exist or is not a regular file.")
-        if path.stat().st_size > upload_max_bytes():
-            raise IngestionError(f"The file is larger than the {upload_max_bytes() // (1024 * 1024)} MB limit.")
-        return path.read_bytes()
-    with upload_storage().open(file.storage_name, "rb") as handle:
-        return handle.read()
+        if path.stat().st_size > limit:
+            raise IngestionError(too_large)
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    elif file.storage_name:
+        storage = upload_storage()
+        try:
+            if storage.size(file.storage_name) > limit:
+                raise IngestionError(too_large)
+            with storage.open(file.storage_name, "rb") as handle:
+                data = handle.read(limit + 1)
+        except FileNotFoundError:
+            raise IngestionError("The uploaded file is no longer in storage; upload it again.") from None
+    else:
+        raise IngestionError("The file was never stored; upload it again.")
+    if len(data) > limit:
+        raise IngestionError(too_large)
+    return data
 
 
 def _url_for(collection: Collection, slug: str) -> str:

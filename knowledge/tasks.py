@@ -21,3 +21,15 @@ def ingest_job(self, job_id: str) -> None:
         ingestion_job_run(job_id=job_id)
     except SoftTimeLimitExceeded:
         self.apply_async(args=[job_id], countdown=1)
+
+
+@shared_task(name="knowledge.reembed_space", bind=True, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=SOFT_TIME_LIMIT_S + 120)
+def reembed_space(self, space_id: str) -> None:
+    # Resumable like ingestion: the chunks still missing a vector are picked up again.
+    from knowledge.embedding_spaces import reembed_run
+
+    try:
+        reembed_run(space_id=space_id)
+    except SoftTimeLimitExceeded:
+        self.apply_async(args=[space_id], countdown=1)

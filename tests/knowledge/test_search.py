@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from governance.models import AuditEvent
-from knowledge.models import Audience, Chunk, Collection, Document
+from knowledge.embedding_spaces import active_space
+from knowledge.models import Audience, Chunk, ChunkEmbedding, Collection, Document
 from knowledge.selectors import chunk_search
 from knowledge.services import collection_ensure, document_ingest_markdown
 
@@ -87,7 +88,10 @@ def test_ingest_stores_document_and_chunks(collection):
     chunks = list(document.chunks.order_by("position"))
     assert [(c.section, c.text[:20]) for c in chunks] == [("Drying", "Always dry your tent"),
                                                           ("Repairs", "Small tears can be f")]
-    assert all(len(c.embedding) == 384 for c in chunks)
+    # one 384-dimension vector per chunk, in the active embedding space
+    vectors = ChunkEmbedding.objects.filter(chunk__document=document, space=active_space())
+    assert sorted(str(v.chunk_id) for v in vectors) == sorted(str(c.pk) for c in chunks)
+    assert all(len(v.embedding) == 384 for v in vectors)
     event = AuditEvent.objects.get(action="knowledge.document_ingested", target_id=str(document.pk))
     assert event.data["version"] == 1 and event.data["chunks"] == 2
 
