@@ -198,11 +198,17 @@ def action_decide(request, run_id):
 @login_required
 @require_GET
 def knowledge_search(request: HttpRequest) -> HttpResponse:
-    """Agents search the knowledge base as the assistant does, and see why each passage ranks."""
-    from knowledge.models import Audience
+    """Staff search the knowledge base as the assistant does, and see why each passage ranks.
+
+    Only the collections the user may read are searched (and offered as a filter); ``labels``
+    narrows the search to documents carrying every given label."""
+    from knowledge.api.serializers import LABELS_HELP, labels_parse
+    from knowledge.exceptions import UploadRejected
+    from knowledge.models import Audience, Document
+    from knowledge.permissions import Action, collections_for, is_knowledge_admin
     from knowledge.selectors import SEARCH_MODES, chunk_search
 
-    _office_user(request)
+    user = _office_user(request)
     query = request.GET.get("q", "").strip()[:500]
     scope = request.GET.get("scope", "all")
     mode = request.GET.get("mode", "hybrid")
@@ -210,19 +216,37 @@ def knowledge_search(request: HttpRequest) -> HttpResponse:
         mode = "hybrid"
     audiences = {"customer": (Audience.CUSTOMER,), "internal": (Audience.INTERNAL,)}.get(
         scope, (Audience.CUSTOMER, Audience.INTERNAL))
+    readable = {str(c.pk): c for c in
+                collections_for(user, Action.READ).only("id", "name", "audience").order_by("name")}
+    errors: dict[str, str] = {}
+    collection_id = request.GET.get("collection", "").strip()
+    if collection_id and collection_id not in readable:
+        # An id one may not read is answered like an unknown one.
+        errors["collection"] = "That collection does not exist or you may not read it."
+    labels_text = request.GET.get("labels", "").strip()[:500]
+    try:
+        labels = labels_parse(labels_text)
+    except UploadRejected as exc:
+        labels, errors["labels"] = {}, str(exc)
     hits = []
-    if query:
+    if query and not errors and readable:
         from knowledge.embeddings import embed_query
 
-        hits = chunk_search(query=query, k=10, audiences=audiences, mode=mode, query_vector=embed_query(query))
-    internal_ids = set()
+        # Administrators read every collection: no scope, so the search keeps its unscoped plan.
+        scope_ids = [collection_id] if collection_id else None if is_knowledge_admin(user) else list(readable)
+        hits = chunk_search(query=query, k=10, audiences=audiences, mode=mode, query_vector=embed_query(query),
+                            collection_ids=scope_ids, metadata=labels or None)
+    collection_of = {}
     if hits:
-        from knowledge.models import Document
-
-        internal_ids = {str(pk) for pk in Document.objects.filter(
-            pk__in=[h.document_id for h in hits], collection__audience=Audience.INTERNAL).values_list("pk", flat=True)}
+        collection_of = {str(pk): readable.get(str(cid)) for pk, cid in Document.objects.filter(
+            pk__in=[h.document_id for h in hits]).values_list("pk", "collection_id")}
+    rows = []
+    for rank, hit in enumerate(hits, start=1):
+        collection = collection_of.get(hit.document_id)
+        rows.append({"hit": hit, "rank": rank, "collection": collection,
+                     "internal": collection is not None and collection.audience == Audience.INTERNAL})
     return render(request, "office/search.html", {
-        "query": query, "scope": scope, "mode": mode, "modes": SEARCH_MODES,
-        "hits": [{"hit": h, "internal": h.document_id in internal_ids, "rank": i}
-                 for i, h in enumerate(hits, start=1)],
+        "query": query, "scope": scope, "mode": mode, "modes": SEARCH_MODES, "hits": rows,
+        "collections": list(readable.values()), "collection_id": collection_id, "labels": labels_text,
+        "labels_help": LABELS_HELP, "errors": errors,
     })

@@ -18,7 +18,8 @@ from governance.roles import Role
 from governance.services import audit_event_record
 from integrations.models import ActionDefinition, Connector
 from knowledge.embeddings import embed_texts
-from knowledge.models import Audience
+from knowledge.models import Audience, Collection
+from knowledge.permissions import Action, collection_access_grant
 from knowledge.services import collection_ensure, document_ingest_markdown
 from review.services import team_default
 
@@ -69,6 +70,32 @@ def load_knowledge(stdout=None) -> int:
         if stdout and did_change:
             stdout.write(f"  ingested {path.stem}")
     return changed
+
+
+# Who may do what on each demo collection (administrators may do everything anyway). The
+# supervisor may edit the playbooks but not publish them: their uploads wait, unpublished, for
+# the model owner, which shows the review step of the knowledge workflow.
+DEMO_KNOWLEDGE_ACCESS: dict[str, dict[str, tuple[Action, ...]]] = {
+    "Help centre": {
+        Role.MODEL_OWNER: (Action.READ, Action.EDIT, Action.PUBLISH),
+        Role.AGENT: (Action.READ,), Role.SUPERVISOR: (Action.READ,), Role.COMPLIANCE: (Action.READ,),
+    },
+    "Agent playbooks": {
+        Role.MODEL_OWNER: (Action.READ, Action.EDIT, Action.PUBLISH),
+        Role.SUPERVISOR: (Action.READ, Action.EDIT),
+        Role.AGENT: (Action.READ,), Role.COMPLIANCE: (Action.READ,),
+    },
+}
+
+
+def grant_knowledge_access() -> None:
+    """Give the role groups their access to the demo collections; only what is missing is
+    added (and audited), so running the demo again changes nothing."""
+    groups = {g.name: g for g in Group.objects.filter(name__in=Role.values)}
+    for collection in Collection.objects.filter(name__in=DEMO_KNOWLEDGE_ACCESS).order_by("name"):
+        for role, actions in DEMO_KNOWLEDGE_ACCESS[collection.name].items():
+            collection_access_grant(actor="demo loader", collection=collection, grantee=groups[role],
+                                    actions=actions)
 
 
 def load_actions(catalogue: dict) -> None:
@@ -135,5 +162,6 @@ def load_demo(stdout=None) -> dict:
         load_actions(catalogue)
         load_intents(catalogue)
         users = load_people()
+        grant_knowledge_access()
         audit_event_record(action="demo.loaded", data={"documents_changed": changed})
     return {"documents_changed": changed, "users": users}

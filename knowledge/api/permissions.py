@@ -1,21 +1,17 @@
-"""Who may feed the knowledge base: administrators and model owners."""
+"""Who may call the knowledge API at all; which collections they may touch is decided per
+collection by ``knowledge.permissions`` (object permissions)."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from governance.permissions import user_has_role
-from governance.roles import Role
 
-KNOWLEDGE_MANAGER_ROLES = frozenset({Role.ADMINISTRATOR, Role.MODEL_OWNER})
+class IsActiveStaff(BasePermission):
+    """Back-office accounts only: a user whose staff access was withdrawn keeps no API access,
+    whatever object permissions they still hold."""
 
-
-def can_manage_knowledge(user) -> bool:
-    return bool(getattr(user, "is_staff", False)) and user_has_role(user, KNOWLEDGE_MANAGER_ROLES)
-
-
-class CanManageKnowledge(BasePermission):
-    message = "Only administrators and model owners may upload knowledge."
+    message = "The knowledge API is for Tandem staff."
 
     def has_permission(self, request, view) -> bool:
-        return can_manage_knowledge(request.user)
+        user = request.user
+        return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_staff)
