@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from knowledge.embedding_spaces import ReembedError, reembed_cancel, reembed_start
 from knowledge.embeddings import configured_spec
-from knowledge.models import EmbeddingSpace, EmbeddingSpaceStatus
+from knowledge.models import ChunkEmbedding, EmbeddingSpace, EmbeddingSpaceStatus
 
 
 @admin.register(EmbeddingSpace)
@@ -18,9 +20,7 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     """Read-only history of embedding models, with the buttons to start or cancel a rebuild."""
 
     change_list_template = "admin/knowledge/embeddingspace/change_list.html"
-    list_display = ("model", "provider", "dimensions", "status", "progress", "created_at", "activated_at",
-                    "retired_at")
-    list_filter = ("status", "provider")
+    list_display = ("model", "provider", "dimensions", "status", "progress", "activated_at", "retired_at")
     readonly_fields = ("provider", "model", "dimensions", "status", "index_name", "total_chunks",
                        "embedded_chunks", "error", "created_by", "started_at", "activated_at", "retired_at")
 
@@ -36,10 +36,16 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     def _may_reembed(self, request) -> bool:
         return request.user.has_perm("knowledge.change_embeddingspace")
 
-    @admin.display(description="Progress")
+    def get_queryset(self, request):
+        # The vectors each space holds now, counted in the list's one query.
+        vectors = (ChunkEmbedding.objects.filter(space=OuterRef("pk")).order_by().values("space")
+                   .annotate(n=Count("*")).values("n"))
+        return super().get_queryset(request).annotate(vectors=Coalesce(Subquery(vectors), 0))
+
+    @admin.display(description="Vectors")
     def progress(self, obj: EmbeddingSpace):
         if obj.status != EmbeddingSpaceStatus.BUILDING:
-            return f"{obj.embedded_chunks:,} chunks"
+            return f"{obj.vectors:,}" if obj.vectors or obj.status != EmbeddingSpaceStatus.RETIRED else "dropped"
         share = obj.embedded_chunks * 100 // obj.total_chunks if obj.total_chunks else 0
         return format_html('<progress max="100" value="{}" aria-label="Re-embedding progress"></progress> '
                            "{} / {} chunks{}", share, f"{obj.embedded_chunks:,}", f"{obj.total_chunks:,}",

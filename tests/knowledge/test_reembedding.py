@@ -237,3 +237,21 @@ def test_only_model_owners_and_administrators_may_rebuild(library, fake, users, 
     client.force_login(users["agent"])
     assert client.get(url).status_code == 403
     assert not EmbeddingSpace.objects.filter(status=EmbeddingSpaceStatus.BUILDING).exists()
+
+
+def test_space_list_costs_the_same_queries_however_many_spaces(library, fake, users, client):
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(users["modelowner"])
+    url = "/admin/knowledge/embeddingspace/"
+    client.get(url)
+    with CaptureQueriesContext(conn) as one:
+        client.get(url)
+    with openai_embeddings(fake):
+        for _ in range(2):
+            reembed_cancel(space=reembed_start(dispatch=False))
+        with CaptureQueriesContext(conn) as three:
+            page = client.get(url).content.decode()
+    assert page.count("Failed") >= 2
+    assert len(three.captured_queries) == len(one.captured_queries)
