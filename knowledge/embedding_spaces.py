@@ -73,11 +73,32 @@ def active_space(*, fresh: bool = False) -> EmbeddingSpace:
     if not fresh and _active_cache is not None and now - _active_cache[0] < getattr(
             settings, "KNOWLEDGE_ACTIVE_SPACE_CACHE_S", ACTIVE_CACHE_S):
         return _active_cache[1]
-    space = EmbeddingSpace.objects.filter(status=EmbeddingSpaceStatus.ACTIVE).first()
-    if space is None:
-        # Migrations create the first space; this only happens if someone deleted it.
-        raise ReembedError("No active embedding space: run `manage.py reembed` to build one.")
+    space = EmbeddingSpace.objects.filter(status=EmbeddingSpaceStatus.ACTIVE).first() or initial_space_ensure()
     _active_cache = (now, space)
+    return space
+
+
+def initial_space_ensure(**kwargs) -> EmbeddingSpace:
+    """The active space; on a database that has none at all (a fresh install, or one just
+    flushed by a test) an empty one for the configured model, with its index.
+
+    Migrations create the first space from the vectors they move; this covers a flush, and
+    runs after every migrate (post_migrate) so no request ever has to."""
+    space = EmbeddingSpace.objects.filter(status=EmbeddingSpaceStatus.ACTIVE).first()
+    if space is not None:
+        return space
+    if EmbeddingSpace.objects.exists():
+        raise ReembedError("No embedding space is active: run `manage.py reembed` to build one.")
+    spec = configured_spec()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            space = EmbeddingSpace.objects.create(provider=spec.provider, model=spec.model, dimensions=spec.dimensions,
+                                                  status=EmbeddingSpaceStatus.ACTIVE, started_at=now,
+                                                  activated_at=now)
+    except IntegrityError:  # another process made it first
+        return EmbeddingSpace.objects.get(status=EmbeddingSpaceStatus.ACTIVE)
+    _create_index(space)
     return space
 
 
@@ -88,6 +109,7 @@ def forget_active_space() -> None:
 
 def writable_spaces() -> list[EmbeddingSpace]:
     """The spaces new chunks need vectors in: the active one and one being built."""
+    initial_space_ensure()
     return list(EmbeddingSpace.objects.filter(status__in=[EmbeddingSpaceStatus.ACTIVE, EmbeddingSpaceStatus.BUILDING])
                 .order_by("status"))
 

@@ -29,16 +29,6 @@ def pytest_configure(config):
     DatabaseOperations.sql_flush = sql_flush
 
 
-@pytest.fixture(autouse=True)
-def _fresh_embedding_space_cache():
-    """Each test's transaction is rolled back: a space cached by an earlier test may not exist."""
-    from knowledge.embedding_spaces import forget_active_space
-
-    forget_active_space()
-    yield
-    forget_active_space()
-
-
 @pytest.fixture(scope="session")
 def demo_backend():
     """The project's own demo backend on a free loopback port (a real HTTP service)."""
