@@ -27,8 +27,9 @@ from governance.services import audit_event_record, runtime_versions_ensure
 from integrations.exceptions import InvalidParameters
 from integrations.models import ActionDefinition, ActionRun, RunStatus
 from integrations.services import action_run_execute, action_run_propose
+from knowledge.curated import curated_answer_texts
 from knowledge.embeddings import embed_query
-from knowledge.selectors import chunk_search
+from knowledge.selectors import SearchHit, chunk_search
 from review.models import EscalationReason, ItemKind
 from review.services import review_item_open
 
@@ -179,6 +180,7 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
 
     hits = chunk_search(query=text, query_vector=vector, k=4)
     sources = [{**h.as_source(n), "text": h.text} for n, h in enumerate(hits, start=1)]
+    curated = _curated_answer(hits, sources)
     top = hits[0].similarity if hits else 0.0
     tools = _tool_specs() if provider.name != "offline" else []
     if top < settings.TURN_ANSWER_MIN_SCORE and not tools:
@@ -186,9 +188,10 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
     history = _history(conversation, before_seq=turn.message.seq, redact=provider.name != "offline")
     question = guards.redacted if provider.name != "offline" else text
     system_prompt = prompt_version.template.replace("{company}", COMPANY).replace(
-        "{sources}", format_sources(sources if top >= settings.TURN_ANSWER_MIN_SCORE else []))
+        "{sources}", format_sources(sources if top >= settings.TURN_ANSWER_MIN_SCORE else [], curated=curated))
     result = provider.answer(AnswerRequest(question=question, history=history, sources=sources,
-                                           system_prompt=system_prompt, tools=tools, question_vector=vector),
+                                           system_prompt=system_prompt, tools=tools, question_vector=vector,
+                                           curated_source=curated),
                              on_token=streamer)
     usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "model_ms": result.model_ms,
              "ttft_ms": result.ttft_ms}
@@ -208,7 +211,20 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
         return with_intent(outcome)
     cited = [s for s in sources if s["n"] in result.cited]
     return with_intent(Outcome(decision=Decision.ANSWER, reply=result.text, sources=sources, cited_sources=cited,
+                               reason="curated_answer" if curated in result.cited else "",
                                state={k: v for k, v in state.items() if k != "strikes"}, **usage))
+
+
+def _curated_answer(hits: list[SearchHit], sources: list[dict]) -> int | None:
+    """The number of the source that is a curated answer to this question, if the top hit is
+    one (retrieval puts the closest such answer first); its text becomes the whole answer."""
+    if not hits or not hits[0].curated_match:
+        return None
+    answer = curated_answer_texts(document_ids=[hits[0].document_id]).get(hits[0].document_id)
+    if not answer:
+        return None
+    sources[0]["text"] = answer
+    return sources[0]["n"]
 
 
 def _fallback(conversation: Conversation, state: dict, sources: list[dict]) -> Outcome:

@@ -9,6 +9,8 @@ office_patterns = [
     path("conversations/<uuid:conversation_id>/reply/", views.conversation_reply, name="reply"),
     path("conversations/<uuid:conversation_id>/hand-back/", views.conversation_hand_back, name="hand_back"),
     path("conversations/<uuid:conversation_id>/close/", views.conversation_close, name="close"),
+    path("conversations/<uuid:conversation_id>/curated-answers/", views.conversation_curated_answer,
+         name="curated_answer"),
     path("actions/<uuid:run_id>/decide/", views.action_decide, name="action_decide"),
     path("search/", views.knowledge_search, name="search"),
 ]

@@ -21,6 +21,17 @@ from governance.permissions import can_read_conversations, can_work_conversation
 from integrations.exceptions import IntegrationError
 from integrations.models import ActionRun
 from integrations.services import action_run_approve, action_run_reject
+from knowledge.curated import (
+    ANSWER_CHARS,
+    QUESTION_CHARS,
+    CuratedAnswerInvalid,
+    curated_answer_list,
+    curated_answer_save,
+    curated_answer_text,
+    curated_collections_for,
+)
+from knowledge.models import Audience, Document, DocumentKind
+from knowledge.permissions import document_get_for_user
 from review.exceptions import ReviewError
 from review.models import ItemKind, ReviewItem
 from review.selectors import review_item_list_for_user
@@ -89,25 +100,144 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def conversation_detail(request: HttpRequest, conversation_id) -> HttpResponse:
     _office_user(request)
     conversation = _get_conversation(request, conversation_id)
+    return render(request, "office/conversation.html", _conversation_context(request, conversation))
+
+
+def _conversation_context(request, conversation: Conversation, *, curated_post: dict | None = None,
+                          curated_errors: dict | None = None) -> dict:
     runs = selectors.action_runs_for_conversation(conversation=conversation)
     approval_items = {
         i.subject_id: i for i in ReviewItem.objects.filter(
             kind=ItemKind.ACTION_APPROVAL, subject_type="integrations.actionrun",
             subject_id__in=[str(r.pk) for r in runs], status__in=["open", "claimed"])
     }
-    return render(request, "office/conversation.html", {
+    transcript = selectors.conversation_transcript(conversation=conversation)
+    can_work = can_work_conversations(request.user)
+    return {
         "conversation": conversation,
-        "transcript": selectors.conversation_transcript(conversation=conversation),
+        "transcript": transcript,
         # Pairs, not dicts: a template's ``x.items`` would look up a key named "items" first.
         "runs": [{"run": r, "item": approval_items.get(str(r.pk)), "params": list(r.params.items()),
                   "result": list((r.result or {}).items()),
                   "params_json": json.dumps(r.params, indent=2, ensure_ascii=False)} for r in runs],
-        "escalation": ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
-                                                subject_id=str(conversation.pk)).order_by("-created_at").first(),
-        "can_work": can_work_conversations(request.user),
+        "escalation": _escalation_item(conversation),
+        "can_work": can_work,
         "is_mine": conversation.assigned_agent_id == request.user.pk,
         "now": timezone.now(),
-    })
+        "curated": _curated_panel(request.user, conversation, transcript, post=curated_post,
+                                  errors=curated_errors) if can_work else None,
+    }
+
+
+def _escalation_item(conversation: Conversation) -> ReviewItem | None:
+    return ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
+                                     subject_id=str(conversation.pk)).order_by("-created_at").first()
+
+
+# --- curated answers --------------------------------------------------------------------------
+
+def _curated_panel(user, conversation: Conversation, transcript: list[dict], *, post: dict | None,
+                   errors: dict | None) -> dict | None:
+    """The "Save as curated answer" form, for whoever may add answers to a collection: the
+    customer's latest message as the question, the latest agent reply as the answer; and the
+    answers already saved from this conversation (each editable where the user may)."""
+    collections = list(curated_collections_for(user))
+    if not collections:
+        return None
+    post, errors = post or {}, errors or {}
+    form_for = post.get("document", "")  # "" is the new answer's form, else the edited answer's id
+    saved, placed = [], not form_for
+    for document in curated_answer_list(user=user, conversation_id=str(conversation.pk)):
+        may_change = document.may_edit and (document.may_publish or not document.published)
+        editing = may_change and form_for == str(document.pk)
+        placed = placed or editing
+        saved.append({
+            "document": document,
+            "may_change": may_change,
+            "question": post["question"] if editing else document.title,
+            "answer": post["answer"] if editing else curated_answer_text(document.body),
+            "errors": errors if editing else {},
+        })
+    # Prefill with the latest customer message and agent reply, unless they are saved already.
+    taken = {e["document"].title for e in saved} | {curated_answer_text(e["document"].body) for e in saved}
+    latest = {}
+    for entry in reversed(transcript):
+        latest.setdefault(entry["message"].role, entry["message"].text.strip())
+    new = {"question": "", "answer": "", "collection": str(collections[0].pk), "errors": {}}
+    for field, role in (("question", "customer"), ("answer", "agent")):
+        if latest.get(role) and latest[role] not in taken and " ".join(latest[role].split()) not in taken:
+            new[field] = latest[role]
+    if not form_for and post:
+        new.update(question=post["question"], answer=post["answer"], collection=post["collection"], errors=errors)
+    selected = next((c for c in collections if str(c.pk) == new["collection"]), collections[0])
+    # Errors about the edited answer itself, or of an answer with no edit form to show them in.
+    general = [errors["document"]] if placed and "document" in errors else [] if placed else list(errors.values())
+    return {"collections": collections, "selected": selected, "new": new, "saved": saved, "errors": general,
+            "question_chars": QUESTION_CHARS, "answer_chars": (ANSWER_CHARS[0], f"{ANSWER_CHARS[1]:,}")}
+
+
+def _curated_saved_message(document: Document, *, created: bool, changed: bool) -> str:
+    if not changed and created:
+        return f"This question and answer are already saved in “{document.collection.name}”."
+    if not changed:
+        return "Nothing changed: the answer is the same as its current version."
+    what = "Curated answer saved" if created else f"Curated answer saved as version {document.version}"
+    internal = document.collection.audience == Audience.INTERNAL
+    if document.published and internal:
+        return f"{what}. It is live in knowledge search for agents; customers never get internal answers."
+    if document.published:
+        return f"{what}. It is live: the assistant answers this question with it."
+    return (f"{what}. It waits for someone who may publish in “{document.collection.name}”; until then "
+            f"{'it is not used' if internal else 'the assistant does not use it'}.")
+
+
+@login_required
+@require_POST
+def conversation_curated_answer(request, conversation_id):
+    """Save a new curated answer from this conversation, or (with ``document``) edit one.
+
+    Bad input re-renders the page with the form's errors (status 400); success redirects back
+    with a message."""
+    user = _office_user(request)
+    if not can_work_conversations(user):
+        raise PermissionDenied("Only agents can do this.")
+    collections = {str(c.pk): c for c in curated_collections_for(user)}
+    if not collections:
+        raise PermissionDenied("You may not add answers to any knowledge collection.")
+    conversation = _get_conversation(request, conversation_id)
+    post = {name: request.POST.get(name, "") for name in ("question", "answer", "collection", "document")}
+    errors: dict[str, str] = {}
+    document = None
+    if post["document"]:
+        try:
+            document = document_get_for_user(user=user, document_id=post["document"], action="edit")
+        except Document.DoesNotExist:
+            errors["document"] = "That answer does not exist, or you may not read it."
+        except PermissionDenied as exc:
+            errors["document"] = str(exc)
+        else:
+            if document.kind != DocumentKind.CURATED:
+                errors["document"] = "Only curated answers can be edited here."
+        collection = document.collection if document is not None else None
+    else:
+        collection = collections.get(post["collection"])
+        if collection is None:
+            errors["collection"] = "Choose a collection you may add answers to."
+    if not errors:
+        try:
+            document, changed = curated_answer_save(
+                collection=collection, question=post["question"], answer=post["answer"], actor=user,
+                document=document, source_review_item=None if document else _escalation_item(conversation),
+                conversation_id=str(conversation.pk))
+        except CuratedAnswerInvalid as exc:
+            errors.update(exc.errors)
+        except PermissionDenied as exc:
+            errors["document" if post["document"] else "collection"] = str(exc)
+    if errors:
+        context = _conversation_context(request, conversation, curated_post=post, curated_errors=errors)
+        return render(request, "office/conversation.html", context, status=400)
+    flash.success(request, _curated_saved_message(document, created=not post["document"], changed=changed))
+    return redirect("office:conversation", conversation_id=conversation.pk)
 
 
 def _act(request, conversation_id, fn, success: str) -> HttpResponse:

@@ -370,11 +370,11 @@ class PublishForm(forms.Form):
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
-    list_display = ("title", "collection", "status", "published", "version", "updated_at")
-    list_filter = ("status", "published", ("collection", admin.RelatedOnlyFieldListFilter))
+    list_display = ("title", "collection", "kind", "status", "published", "version", "updated_at")
+    list_filter = ("status", "published", "kind", ("collection", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("collection",)
     search_fields = ("title", "slug")
-    readonly_fields = ("collection", "published", "checksum", "version", "status")
+    readonly_fields = ("collection", "kind", "published", "checksum", "version", "status")
     inlines = [DocumentVersionInline]
     actions = ["publish_documents", "unpublish_documents"]
 

@@ -17,6 +17,7 @@ from convo.models import Intent, IntentExample, IntentKind
 from governance.roles import Role
 from governance.services import audit_event_record
 from integrations.models import ActionDefinition, Connector
+from knowledge import curated
 from knowledge.embeddings import embed_texts
 from knowledge.models import Audience, Collection
 from knowledge.permissions import Action, collection_access_grant
@@ -24,6 +25,7 @@ from knowledge.services import collection_ensure, document_ingest_markdown
 from review.services import team_default
 
 DEMO_DIR = Path(__file__).resolve().parent
+CURATED_COLLECTION = curated.DEFAULT_COLLECTION
 SMALLTALK_REPLIES = {
     "greeting": ("Hello! I can answer questions about delivery, returns and refunds, check an order, "
                  "or bring in a person from our team. What can I do for you?"),
@@ -59,6 +61,10 @@ def load_knowledge(stdout=None) -> int:
                                  description="Articles customers can read; the assistant answers from these.")
     internal = collection_ensure(name="Agent playbooks", audience=Audience.INTERNAL,
                                  description="Internal guidance for agents; never shown to customers.")
+    # Filled from the back office: answers agents write to customer questions (knowledge.curated).
+    collection_ensure(name=CURATED_COLLECTION, audience=Audience.CUSTOMER,
+                      description="Answers agents wrote to customer questions; the assistant answers those "
+                                  "questions with them.")
     changed = 0
     for path in sorted((DEMO_DIR / "articles").glob("*.md")):
         body = path.read_text()
@@ -74,7 +80,8 @@ def load_knowledge(stdout=None) -> int:
 
 # Who may do what on each demo collection (administrators may do everything anyway). The
 # supervisor may edit the playbooks but not publish them: their uploads wait, unpublished, for
-# the model owner, which shows the review step of the knowledge workflow.
+# the model owner, which shows the review step of the knowledge workflow. Agents write curated
+# answers, which wait for a supervisor or the model owner to publish them.
 DEMO_KNOWLEDGE_ACCESS: dict[str, dict[str, tuple[Action, ...]]] = {
     "Help centre": {
         Role.MODEL_OWNER: (Action.READ, Action.EDIT, Action.PUBLISH),
@@ -84,6 +91,11 @@ DEMO_KNOWLEDGE_ACCESS: dict[str, dict[str, tuple[Action, ...]]] = {
         Role.MODEL_OWNER: (Action.READ, Action.EDIT, Action.PUBLISH),
         Role.SUPERVISOR: (Action.READ, Action.EDIT),
         Role.AGENT: (Action.READ,), Role.COMPLIANCE: (Action.READ,),
+    },
+    CURATED_COLLECTION: {
+        Role.MODEL_OWNER: (Action.READ, Action.EDIT, Action.PUBLISH),
+        Role.SUPERVISOR: (Action.READ, Action.EDIT, Action.PUBLISH),
+        Role.AGENT: (Action.READ, Action.EDIT), Role.COMPLIANCE: (Action.READ,),
     },
 }
 

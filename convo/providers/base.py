@@ -41,6 +41,9 @@ class AnswerRequest:
     system_prompt: str
     tools: list[dict]  # OpenAI tool specs; empty when actions are routed by intent
     question_vector: list[float] | None = None
+    # The number ``n`` of a source that is a curated answer to this very question (an agent
+    # wrote it): answer with it. Its ``text`` is the whole answer.
+    curated_source: int | None = None
 
 
 class Provider(Protocol):

@@ -49,6 +49,9 @@ class OfflineProvider:
 
     def answer(self, request: AnswerRequest, on_token: Callable[[str], None]) -> ProviderResult:
         started = time.perf_counter()
+        curated = next((s for s in request.sources if s["n"] == request.curated_source), None)
+        if curated is not None and curated["text"].strip():
+            return self._curated(request, curated, on_token, started)
         candidates: list[_Candidate] = []
         for rank, source in enumerate(request.sources[:3]):
             for position, sentence in enumerate(split_sentences(source["text"])):
@@ -92,6 +95,17 @@ class OfflineProvider:
             on_token(word + " ")
         cited = sorted({c.source_n for c in chosen})
         return ProviderResult(text=text, cited=cited, tokens_in=len(request.question.split()),
+                              tokens_out=len(text.split()), model_ms=(time.perf_counter() - started) * 1000,
+                              ttft_ms=first_token_ms)
+
+    def _curated(self, request: AnswerRequest, source: dict, on_token, started: float) -> ProviderResult:
+        """An agent's answer to this question, word for word (no extract), with its citation."""
+        text = f"{source['text'].strip()} [{source['n']}]"
+        first_token_ms = (time.perf_counter() - started) * 1000
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            on_token(word if i == len(words) - 1 else word + " ")
+        return ProviderResult(text=text, cited=[source["n"]], tokens_in=len(request.question.split()),
                               tokens_out=len(text.split()), model_ms=(time.perf_counter() - started) * 1000,
                               ttft_ms=first_token_ms)
 

@@ -15,10 +15,23 @@ from convo.providers.base import AnswerRequest, ProviderError, ProviderResult, T
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
-def format_sources(sources: list[dict]) -> str:
+def format_sources(sources: list[dict], *, curated: int | None = None) -> str:
+    """The numbered sources for the system prompt. ``curated`` is the number of a curated answer
+    to this very question: it comes first, with an instruction to answer with it."""
     if not sources:
         return "(no sources found)"
-    return "\n\n".join(f"[{s['n']}] {s['title']} — {s['section']}\n{s['text']}" for s in sources)
+    ordered = sorted(sources, key=lambda s: s["n"] != curated)
+    parts = []
+    if curated is not None and ordered[0]["n"] == curated:
+        parts.append(f"Source [{curated}] is the answer our team wrote to this question. Prefer it: answer with "
+                     f"it, keeping its facts and wording, and cite [{curated}]. Use the other sources only for "
+                     f"what it does not cover.")
+    for s in ordered:
+        if s.get("curated"):
+            parts.append(f"[{s['n']}] Curated answer to the question \u201c{s['title']}\u201d\n{s['text']}")
+        else:
+            parts.append(f"[{s['n']}] {s['title']} — {s['section']}\n{s['text']}")
+    return "\n\n".join(parts)
 
 
 class OpenAIProvider:

@@ -28,7 +28,7 @@ def document_as_dict(document: Document) -> dict:
     return {
         "id": str(document.pk), "collection": str(document.collection_id), "slug": document.slug,
         "title": document.title, "url": document.url, "status": document.status,
-        "published": document.published, "version": document.version, "metadata": document.metadata,
+        "published": document.published, "kind": document.kind, "version": document.version, "metadata": document.metadata,
         "updated_at": _iso(document.updated_at),
     }
 

@@ -19,9 +19,12 @@
     return new DOMParser().parseFromString(await resp.text(), "text/html");
   }
 
-  // A region the user is working in (focus inside, or a textarea they typed in) is not replaced.
+  // A region the user is working in (focus inside, a textarea they typed in, a choice they
+  // changed, or a form showing errors to fix) is not replaced.
   function busy(region) {
     if (region.contains(document.activeElement) && /^(TEXTAREA|INPUT|SELECT)$/.test(document.activeElement.tagName)) return true;
+    if (region.querySelector('[aria-invalid="true"]')) return true;
+    if ([...region.querySelectorAll("select")].some((s) => [...s.options].some((o) => o.selected !== o.defaultSelected))) return true;
     return [...region.querySelectorAll("textarea")].some((t) => t.value !== t.defaultValue);
   }
 
@@ -63,6 +66,11 @@
   // ---------------------------------------------------------------------------------------
   const ws = document.getElementById("workspace");
   if (!ws) return;
+  // A form shown again with its errors answers a POST to another URL: go back to the page's
+  // own URL, which the refreshes below fetch (and a reload then does not post again).
+  if (ws.dataset.url && window.location.pathname !== ws.dataset.url) {
+    window.history.replaceState(null, "", ws.dataset.url);
+  }
   const note = document.getElementById("live-note");
   const typing = document.getElementById("ws-typing");
   const typingLabel = document.getElementById("ws-typing-label");
@@ -234,6 +242,17 @@
     },
     onOpen(isReconnect) { if (isReconnect) refresh(); },
     onState(state, detail) { setLive(note, state, detail); },
+  });
+
+  // --- curated answer form -----------------------------------------------------------------
+  // Whether a new answer goes live at once depends on the chosen collection.
+  document.addEventListener("change", (ev) => {
+    if (ev.target.id !== "curated-collection") return;
+    const note = document.getElementById("curated-note");
+    const option = ev.target.selectedOptions[0];
+    if (!note || !option) return;
+    note.textContent = (option.dataset.internal === "yes" ? note.dataset.internal + " " : "")
+      + (option.dataset.publish === "yes" ? note.dataset.live : note.dataset.wait);
   });
 
   bindComposer();
