@@ -143,7 +143,7 @@ def _dense_candidates(*, scope: SearchScope, space, vector, candidates: int, fie
     # scan wade through thousands of rows: then an exact scan of the matching chunks is both
     # faster and complete. It is also the fallback when the index scan gives up early
     # (hnsw.max_scan_tuples) with fewer rows than asked for.
-    if scope.narrowed and scope.queryset().values("pk")[:EXACT_SCAN_MAX_ROWS + 1].count() <= EXACT_SCAN_MAX_ROWS:
+    if _few_chunks(scope):
         return _dense_exact(scope=scope, space=space, vector=vector, candidates=candidates, fields=fields)
     allowed = Subquery(scope.queryset().filter(pk=OuterRef("chunk_id")).order_by().values(ok=Value(True))[:1],
                        output_field=BooleanField())
@@ -164,15 +164,33 @@ def _dense_candidates(*, scope: SearchScope, space, vector, candidates: int, fie
     return [{**rows[c], "distance": d} for c, d in sorted(ranked, key=lambda r: r[1]) if c in rows]
 
 
+def _few_chunks(scope: SearchScope) -> bool:
+    """Whether the scope holds at most EXACT_SCAN_MAX_ROWS chunks. A small knowledge base is
+    ranked exactly too: an approximate index buys nothing there, and its graph can be crowded
+    with entries of deleted rows that vacuum has not removed yet."""
+    if not scope.narrowed:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [Chunk._meta.db_table])
+            row = cursor.fetchone()
+        if row and row[0] > EXACT_SCAN_MAX_ROWS:
+            return False  # the planner's estimate is enough to know the table is large
+    return scope.queryset().values("pk")[:EXACT_SCAN_MAX_ROWS + 1].count() <= EXACT_SCAN_MAX_ROWS
+
+
 def _dense_exact(*, scope: SearchScope, space, vector, candidates: int, fields) -> list[dict]:
-    """Exact cosine ranking of the scope's chunks (no index: every distance is computed)."""
-    return list(
-        scope.queryset().filter(embeddings__space_id=space.pk)
-        .annotate(distance=CosineDistance(Cast("embeddings__embedding", VectorField(dimensions=space.dimensions)),
-                                          vector))
-        .order_by("distance")
-        .values(*fields, "distance")[:candidates]
-    )
+    """Exact cosine ranking of the scope's chunks: every distance is computed. Index scans are
+    off for the statement, or the planner could pick the HNSW index for the ORDER BY (without
+    an iterative scan it stops after ef_search rows, before the filters)."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        return list(
+            scope.queryset().filter(embeddings__space_id=space.pk)
+            .annotate(distance=CosineDistance(Cast("embeddings__embedding", VectorField(dimensions=space.dimensions)),
+                                              vector))
+            .order_by("distance")
+            .values(*fields, "distance")[:candidates]
+        )
 
 
 # --- lexical retrieval ----------------------------------------------------------------------

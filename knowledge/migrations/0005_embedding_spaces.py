@@ -25,7 +25,7 @@ def move_embeddings(apps, schema_editor):
         # Only fixed identifiers and integers are formatted in.
         cursor.execute(
             f"CREATE INDEX {index} ON knowledge_chunkembedding USING hnsw "
-            f"((embedding::vector({int(spec.dimensions)})) vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
+            f"((embedding::vector({int(spec.dimensions)})) vector_cosine_ops) WITH (m = 16, ef_construction = 200) "
             f"WHERE space_id = '{space.id}'"
         )
     count = Chunk.objects.count()
