@@ -443,14 +443,9 @@ class DocumentAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/knowledge/document/publish_confirmation.html", context)
 
 
-@admin.register(DocumentVersion)
-class DocumentVersionAdmin(admin.ModelAdmin):
-    """History is read-only: a new version comes only from ingesting new text."""
-
-    list_display = ("document", "version", "chunk_count", "source_kind", "created_at")
-    list_select_related = ("document",)
-    list_filter = ("source_kind",)
-    search_fields = ("title", "document__slug")
+class _DocumentPartAdmin(admin.ModelAdmin):
+    """Rows derived from a document (its versions, its chunks): read-only, and visible to
+    whoever may read the document's collection."""
 
     def get_queryset(self, request):
         return (super().get_queryset(request).select_related("document__collection")
@@ -469,6 +464,16 @@ class DocumentVersionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(DocumentVersion)
+class DocumentVersionAdmin(_DocumentPartAdmin):
+    """History is read-only: a new version comes only from ingesting new text."""
+
+    list_display = ("document", "version", "chunk_count", "source_kind", "created_at")
+    list_select_related = ("document",)
+    list_filter = ("source_kind",)
+    search_fields = ("title", "document__slug")
 
 
 # --- ingestion jobs and chunks ----------------------------------------------------------------
@@ -520,7 +525,7 @@ class IngestionJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Chunk)
-class ChunkAdmin(admin.ModelAdmin):
+class ChunkAdmin(_DocumentPartAdmin):
     """Chunks are derived from documents: read-only."""
 
     list_display = ("document", "position", "section")
@@ -528,24 +533,6 @@ class ChunkAdmin(admin.ModelAdmin):
     search_fields = ("text", "section")
     fields = ("document", "position", "title", "section", "text")
     readonly_fields = fields
-
-    def get_queryset(self, request):
-        return (super().get_queryset(request).select_related("document__collection")
-                .filter(document__collection__in=_readable(request)))
-
-    def has_view_permission(self, request, obj=None):
-        if obj is None:
-            return super().has_view_permission(request) or _any_collection(request, Action.READ)
-        return can(request.user, Action.READ, obj.document.collection)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 from knowledge import admin_spaces  # noqa: E402,F401  (embedding spaces: registered in its own module)
