@@ -59,6 +59,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.benchlib import create_database, drop_database, percentile  # noqa: E402
+
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -409,40 +411,6 @@ def benchmark_queries(args, count: int, seed: int) -> list[str]:
     return list(found)
 
 
-# --- database ---------------------------------------------------------------------------------
-
-
-def admin_connect(db: dict):
-    """A psycopg connection to the server's maintenance database (CREATE/DROP DATABASE)."""
-    import psycopg
-
-    params = {
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-        "host": db.get("HOST") or None,
-        "port": db.get("PORT") or None,
-        **(db.get("OPTIONS") or {}),
-    }
-    params = {k: v for k, v in params.items() if v is not None}
-    try:
-        return psycopg.connect(dbname="postgres", autocommit=True, **params)
-    except psycopg.OperationalError:
-        return psycopg.connect(dbname=db["NAME"], autocommit=True, **params)
-
-
-def create_database(db: dict, name: str) -> None:
-    with admin_connect(db) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(db: dict, name: str) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with admin_connect(db) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # --- loading ----------------------------------------------------------------------------------
 
 
@@ -520,13 +488,6 @@ def load_corpus(documents: list[BenchDocument], collection, sample_chunks: int) 
 
 
 # --- searching --------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def clear_embedding_cache() -> None:

@@ -50,6 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.benchlib import create_database, drop_database, percentile  # noqa: E402
+
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
@@ -132,47 +134,6 @@ def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int = TOP_K) -> floa
 
 def recall_at(ranked: list[str], relevant: dict[str, int], k: int = TOP_K) -> float:
     return len(set(ranked[:k]) & set(relevant)) / len(relevant) if relevant else 0.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-# --- database -------------------------------------------------------------------------------
-
-
-def admin_connect(db: dict):
-    """A psycopg connection to the server's maintenance database (CREATE/DROP DATABASE)."""
-    import psycopg
-
-    params = {
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-        "host": db.get("HOST") or None,
-        "port": db.get("PORT") or None,
-        **(db.get("OPTIONS") or {}),
-    }
-    params = {k: v for k, v in params.items() if v is not None}
-    try:
-        return psycopg.connect(dbname="postgres", autocommit=True, **params)
-    except psycopg.OperationalError:
-        return psycopg.connect(dbname=db["NAME"], autocommit=True, **params)
-
-
-def create_database(db: dict, name: str) -> None:
-    with admin_connect(db) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(db: dict, name: str) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with admin_connect(db) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- ingestion ------------------------------------------------------------------------------
