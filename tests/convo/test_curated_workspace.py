@@ -21,15 +21,11 @@ from knowledge.models import Collection, Document, DocumentKind
 from knowledge.permissions import Action, collection_access_set
 from review.models import ItemKind, ReviewItem, Team
 from tests.fakes.openai_server import FakeOpenAI
+from tests.knowledge.test_curated import ANSWER, PARAPHRASE, QUESTION, UNRELATED
 
 pytestmark = pytest.mark.django_db
 
 # The help centre covers delivery times; the agent's answer adds what no article says.
-QUESTION = "How long does standard delivery take within Germany?"
-ANSWER = ("Standard delivery within Germany takes 2 to 4 working days. During the winter sale "
-          "(1 to 15 January) allow one extra day.")
-PARAPHRASE = "How many days does normal shipping inside Germany take?"
-UNRELATED = "How much is express delivery within Germany?"
 
 
 @pytest.fixture

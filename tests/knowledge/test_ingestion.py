@@ -37,12 +37,6 @@ KAYAK_V1 = b"# Kayak storage\n\n## Winter\nStore the zephyrkayak upside down in 
 KAYAK_V2 = b"# Kayak storage\n\n## Winter\nHang the zephyrkayak from padded straps in a frost-free garage.\n"
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
-
-
 @pytest.fixture
 def collection(db):
     return collection_ensure(name="Uploads", audience=Audience.CUSTOMER)

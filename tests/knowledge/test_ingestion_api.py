@@ -19,12 +19,6 @@ pytestmark = pytest.mark.django_db
 BODY = b"# Paddle sizes\n\n## Length\nPick a quillpaddle of 220 cm for touring kayaks.\n"
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
-
-
 @pytest.fixture
 def collection(db):
     return collection_ensure(name="Help uploads", audience=Audience.CUSTOMER)

@@ -30,11 +30,6 @@ ALL = (Action.READ, Action.EDIT, Action.PUBLISH)
 PADDLES = b"# Quillpaddle sizes\n\n## Length\nPick a quillpaddle of 220 cm for touring kayaks.\n"
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-
-
 def make_user(username: str, role: str | None = None, *, staff: bool = True, superuser: bool = False):
     user = get_user_model().objects.create_user(username=username, password="x-pass-123", is_staff=staff,
                                                 is_superuser=superuser)

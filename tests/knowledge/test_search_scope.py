@@ -25,12 +25,6 @@ SENTENCES = [f"Step {i} of the ridgeway trail climbs past marker {i} towards the
 TRAIL = "# Ridgeway trail\n\n## Route\n" + " ".join(SENTENCES) + "\n"
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
-
-
 @pytest.fixture
 def collection(db):
     return collection_ensure(name="Scoped help", audience=Audience.CUSTOMER)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.test import override_settings
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -22,6 +22,7 @@ from knowledge.models import (
 )
 from knowledge.selectors import chunk_search
 from knowledge.services import collection_ensure, ingestion_job_create_from_uploads, ingestion_job_run
+from tests.knowledge.test_ingestion import KAYAK_V1, KAYAK_V2, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -30,23 +31,11 @@ GOOD_MD = b"# Paddle care\n\n## Rinsing\nRinse the glimmerpaddle in fresh water 
 GOOD_HTML = (b"<html><head><title>Stove safety</title></head><body><article><h1>Stove safety</h1>"
              b"<p>Never light the frostkettle stove inside a closed tent.</p></article></body></html>")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-KAYAK_V1 = b"# Kayak storage\n\n## Winter\nStore the zephyrkayak upside down in a dry shed over winter.\n"
-KAYAK_V2 = b"# Kayak storage\n\n## Winter\nHang the zephyrkayak from padded straps in a frost-free garage.\n"
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
 
 
 @pytest.fixture
 def collection(db):
     return collection_ensure(name="Batch uploads", audience=Audience.CUSTOMER)
-
-
-def upload(name: str, data: bytes) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data)
 
 
 def mixed_batch() -> list:
