@@ -21,7 +21,6 @@ from guardian.forms import GroupObjectPermissionsForm, UserObjectPermissionsForm
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
 from governance.roles import Role
-from governance.services import audit_event_record
 from knowledge import publishing, services
 from knowledge.api.serializers import job_as_dict, metadata_parse
 from knowledge.exceptions import UploadRejected
@@ -222,12 +221,9 @@ class CollectionAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change and "audience" in form.changed_data:
-            if not can(request.user, Action.PUBLISH, obj):
-                raise PermissionDenied("Only someone who may publish in the collection can change its audience.")
-            # Turning internal documents customer-visible is a publishing act: recorded in the
-            # audit chain, in the admin's transaction.
-            audit_event_record(actor=request.user, action="knowledge.collection_audience_changed", target=obj,
-                               data={"from": form.initial.get("audience"), "to": obj.audience})
+            # In the admin's transaction, with the row's save below.
+            publishing.collection_audience_change(actor=request.user, collection=obj, audience=obj.audience,
+                                                  previous=form.initial.get("audience"))
         super().save_model(request, obj, form, change)
         if not change:
             collection_access_grant(actor=request.user, collection=obj, grantee=request.user, actions=ALL_ACTIONS)

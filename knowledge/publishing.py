@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from governance.services import audit_event_record
-from knowledge.models import Document
+from knowledge.models import Collection, Document
 
 REASON_MAX_CHARS = 500
 
@@ -54,3 +54,17 @@ def documents_set_published(*, actor, documents: Iterable[Document], published: 
             _, did_change = _set_published(actor=actor, document_id=document_id, published=published, reason=reason)
             changed += int(did_change)
     return changed
+
+
+def collection_audience_change(*, actor, collection: Collection, audience: str, previous: str) -> None:
+    """Record that a collection's audience changes from ``previous`` (the caller saves the row
+    in the same transaction). Turning internal documents customer-visible is a publishing act:
+    only someone who may publish in the collection may do it, and it is audited."""
+    from django.core.exceptions import PermissionDenied
+
+    from knowledge.permissions import Action, can
+
+    if not can(actor, Action.PUBLISH, collection):
+        raise PermissionDenied("Only someone who may publish in the collection can change its audience.")
+    audit_event_record(actor=actor, action="knowledge.collection_audience_changed", target=collection,
+                       data={"from": previous, "to": audience})
