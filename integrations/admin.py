@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from integrations.models import ActionDefinition, ActionRun, ActionRunEvent, Connector
+from integrations.models import ActionApproval, ActionDefinition, ActionRun, ActionRunEvent, Connector
+from integrations.selectors import APPROVALS_PREFETCH
 
 
 @admin.register(Connector)
@@ -26,13 +27,39 @@ class ActionRunEventInline(admin.TabularInline):
         return False
 
 
+class ActionApprovalInline(admin.TabularInline):
+    """Who approved which parameters; read-only history (approvals are given through services)."""
+
+    model = ActionApproval
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("approver", "params", "edited", "voided_at", "created_at")
+    ordering = ("created_at",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("approver")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ActionRun)
 class ActionRunAdmin(admin.ModelAdmin):
-    list_display = ("action", "status", "attempts", "subject_id", "created_at")
+    list_display = ("action", "status", "approval_progress", "proposed_by", "attempts", "subject_id", "created_at")
     list_filter = ("status", "action")
-    list_select_related = ("action",)
+    list_select_related = ("action", "proposed_by")
     readonly_fields = [f.name for f in ActionRun._meta.fields]
-    inlines = [ActionRunEventInline]
+    inlines = [ActionApprovalInline, ActionRunEventInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related(APPROVALS_PREFETCH)
+
+    @admin.display(description="Approvals")
+    def approval_progress(self, obj: ActionRun) -> str:
+        return obj.approval_progress
 
     def has_add_permission(self, request):
         return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from django.conf import settings
 from django.db import models
 
@@ -44,7 +47,11 @@ class ActionDefinition(BaseModel):
     path = models.CharField(max_length=300)
     parameters_schema = models.JSONField(default=dict)
     risk_level = models.CharField(max_length=10, choices=RiskLevel.choices, default=RiskLevel.LOW)
-    approval_rule = models.JSONField(default=dict, help_text='{"rule": "never" | "always" | "above", "field", "threshold"}')
+    approval_rule = models.JSONField(
+        default=dict,
+        help_text='{"rule": "never" | "always" | "above", "field", "threshold", "four_eyes_above"}; '
+                  'four_eyes_above (default: the ACTION_FOUR_EYES_ABOVE setting, null for never) is the value '
+                  'of the field above which two different people must approve')
     examples = models.JSONField(default=list, blank=True, help_text="Customer phrasings, for intent routing")
     ask = models.JSONField(default=dict, blank=True, help_text="Question to ask for each missing parameter")
     result_template = models.TextField(blank=True)
@@ -84,8 +91,12 @@ class ActionRun(BaseModel):
     idempotency_key = models.CharField(max_length=100, unique=True)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PROPOSED)
     requires_approval = models.BooleanField(default=False)
+    approvals_required = models.PositiveSmallIntegerField(
+        default=1, help_text="Approvals by different people needed while awaiting approval (2: four eyes)")
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="proposed_action_runs", help_text="Empty: the assistant proposed it")
     approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="approved_action_runs")
+                                    related_name="approved_action_runs", help_text="Whose approval completed it")
     attempts = models.PositiveSmallIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
@@ -100,6 +111,69 @@ class ActionRun(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.action.name} [{self.status}]"
+
+    # The helpers below read ``self.approvals.all()``: prefetch it (``selectors.APPROVALS_PREFETCH``)
+    # on list pages and they cost no query.
+    @property
+    def current_approvals(self) -> list[ActionApproval]:
+        """Approvals of the current parameters (an edit voids the earlier ones)."""
+        return sorted((a for a in self.approvals.all() if a.voided_at is None), key=lambda a: a.created_at)
+
+    @property
+    def approvals_given(self) -> int:
+        return len(self.current_approvals)
+
+    @property
+    def approvals_missing(self) -> int:
+        if self.status != RunStatus.AWAITING_APPROVAL:
+            return 0
+        return max(0, self.approvals_required - self.approvals_given)
+
+    @property
+    def approver_ids(self) -> set:
+        """Who has approved the current parameters: they cannot approve again."""
+        return {a.approver_id for a in self.current_approvals}
+
+    @property
+    def approval_progress(self) -> str:
+        """E.g. "1 of 2 approvals"; empty when the run never needed a person."""
+        if not self.requires_approval:
+            return ""
+        return f"{self.approvals_given} of {self.approvals_required} approval{'s' if self.approvals_required != 1 else ''}"
+
+    @property
+    def params_hash(self) -> str:
+        """Fingerprint of the parameters a page showed; approving with it refuses values changed since."""
+        return params_fingerprint(self.params)
+
+
+def params_fingerprint(params) -> str:
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ActionApproval(BaseModel):
+    """One person's approval of a run's parameters as they were then (append-only history).
+
+    An edit of the parameters voids the approvals of the old ones (``voided_at``) rather than
+    deleting them, so the history still shows who approved what; only one live approval per
+    person and run may exist."""
+
+    run = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="action_approvals")
+    params = models.JSONField(default=dict, help_text="The parameters approved")
+    edited = models.BooleanField(default=False, help_text="The approver changed the parameters with this approval")
+    voided_at = models.DateTimeField(null=True, blank=True, help_text="Set when the parameters were edited afterwards")
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "approver"], condition=models.Q(voided_at__isnull=True),
+                                    name="actionapproval_one_live_per_approver"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} approved by {self.approver_id}{' (void)' if self.voided_at else ''}"
 
 
 class ActionRunEvent(BaseModel):

@@ -2,6 +2,13 @@
 
 State machine: proposed → awaiting_approval → approved → executing → succeeded / failed,
 or → rejected / expired. Every transition writes an ActionRunEvent and an audit event.
+
+Approvals: a run awaiting approval needs ``approvals_required`` approvals (``ActionApproval``
+rows) by different people, never by the person who proposed it; two ("four eyes") when its
+amount is above the rule's ``four_eyes_above`` (default ``settings.ACTION_FOUR_EYES_ABOVE``).
+A first of two approvals keeps the run awaiting approval (event awaiting → awaiting, audit
+``action_run.approval_added``). Editing the parameters voids the approvals of the old ones and
+counts as the editor's approval of the new ones.
 """
 
 from __future__ import annotations
@@ -9,13 +16,29 @@ from __future__ import annotations
 import logging
 
 import jsonschema
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from governance.services import audit_event_record
 from integrations.connectors import connector_call
-from integrations.exceptions import ActionStateError, ConnectorError, InvalidParameters
-from integrations.models import TERMINAL_STATUSES, ActionDefinition, ActionRun, ActionRunEvent, RunStatus
+from integrations.exceptions import (
+    ActionStateError,
+    ApprovalRefused,
+    ConnectorError,
+    DuplicateApproval,
+    InvalidParameters,
+    OwnProposalApproval,
+    StaleParameters,
+)
+from integrations.models import (
+    TERMINAL_STATUSES,
+    ActionApproval,
+    ActionDefinition,
+    ActionRun,
+    ActionRunEvent,
+    RunStatus,
+)
 from integrations.registry import run_settled_handlers
 
 logger = logging.getLogger(__name__)
@@ -48,6 +71,29 @@ def approval_required(*, action: ActionDefinition, params: dict) -> bool:
     return True
 
 
+def four_eyes_required(*, action: ActionDefinition, params: dict) -> bool:
+    """Whether two different people must approve: the rule's field above ``four_eyes_above``
+    (or the ACTION_FOUR_EYES_ABOVE setting when the rule does not say; null means never)."""
+    rule = action.approval_rule or {}
+    threshold = rule["four_eyes_above"] if "four_eyes_above" in rule else settings.ACTION_FOUR_EYES_ABOVE
+    if threshold is None:
+        return False
+    value = params.get(rule.get("field", "amount"))
+    if value is None:  # the action has no such field (e.g. an address change)
+        return False
+    try:
+        return float(value) > float(threshold)
+    except (TypeError, ValueError):
+        return True  # an amount or threshold we cannot compare: ask for more eyes, not fewer
+
+
+def approvals_required_for(*, action: ActionDefinition, params: dict) -> int:
+    """0: runs without a person; 1: one approval; 2: two approvals by different people."""
+    if not approval_required(action=action, params=params):
+        return 0
+    return 2 if four_eyes_required(action=action, params=params) else 1
+
+
 def _transition(run: ActionRun, to: str, *, actor=None, actor_label: str = "", data: dict | None = None) -> None:
     previous = run.status
     run.status = to
@@ -64,59 +110,118 @@ def _notify_settled(run_id) -> None:
 
 
 def action_run_propose(*, action: ActionDefinition, params: dict, idempotency_key: str, subject_type: str = "",
-                       subject_id: str = "", actor_label: str = "assistant") -> ActionRun:
-    """Record a proposal. Runs inside the caller's transaction.
+                       subject_id: str = "", actor_label: str = "assistant", actor=None) -> ActionRun:
+    """Record a proposal by the assistant (``actor`` None) or a staff member (``actor``). Runs
+    inside the caller's transaction; does not execute (the caller does, as now).
 
-    The same key with the same parameters returns the stored run; with other parameters it
-    is refused, as a payment API would."""
+    The same key with the same parameters (and proposer) returns the stored run; with other
+    parameters it is refused, as a payment API would."""
     if not action.enabled:
         raise InvalidParameters(f"The action {action.name} is switched off.")
     action_params_validate(action=action, params=params)
+    proposer_id = actor.pk if actor is not None else None
     existing = ActionRun.objects.filter(idempotency_key=idempotency_key).first()
     if existing:
-        if existing.params != params or existing.action_id != action.pk:
+        if existing.params != params or existing.action_id != action.pk or existing.proposed_by_id != proposer_id:
             raise InvalidParameters("This request was already made with different details.")
         return existing
-    needs_approval = approval_required(action=action, params=params)
+    if actor is not None and actor_label == "assistant":
+        actor_label = actor.get_username()
+    required = approvals_required_for(action=action, params=params)
+    needs_approval = required > 0
     run = ActionRun.objects.create(action=action, params=params, idempotency_key=idempotency_key,
-                                   subject_type=subject_type, subject_id=subject_id, requires_approval=needs_approval)
+                                   subject_type=subject_type, subject_id=subject_id, requires_approval=needs_approval,
+                                   approvals_required=required, proposed_by=actor)
     ActionRunEvent.objects.create(run=run, from_status="", to_status=RunStatus.PROPOSED, actor_label=actor_label,
                                   data={"params": params})
-    audit_event_record(actor=actor_label, action="action_run.proposed", target=run,
-                       data={"action": action.name, "params": params, "requires_approval": needs_approval})
+    audit_event_record(actor=actor if actor is not None else actor_label, action="action_run.proposed", target=run,
+                       data={"action": action.name, "params": params, "requires_approval": needs_approval,
+                             "approvals_required": required})
     _transition(run, RunStatus.AWAITING_APPROVAL if needs_approval else RunStatus.APPROVED, actor_label="policy",
-                data={"rule": action.approval_rule})
+                data={"rule": action.approval_rule, "approvals_required": required})
     run.save(update_fields=["status", "updated_at"])
     return run
 
 
-def action_run_approve(*, run_id, actor, params: dict | None = None) -> ActionRun:
-    """A person approves (optionally with corrected parameters); execution is queued after commit."""
+def _run_lock(run_id) -> ActionRun:
+    # ``of=("self",)``: lock the run only, not the action definition joined in for reading.
+    return ActionRun.objects.select_for_update(of=("self",)).select_related("action").get(pk=run_id)
+
+
+def _ensure_awaiting_approval(run: ActionRun) -> None:
+    if run.status != RunStatus.AWAITING_APPROVAL:
+        raise ActionStateError(f"This action is {run.get_status_display().lower()}, not awaiting approval.")
+
+
+def action_run_approve(*, run_id, actor, params: dict | None = None, expected_params: dict | None = None,
+                       expected_params_hash: str = "") -> ActionRun:
+    """A person approves the parameters they saw, optionally correcting them.
+
+    ``expected_params`` (or ``expected_params_hash``, ``ActionRun.params_hash`` as the page
+    showed it) are the parameters the approver's page displayed: if someone changed them since,
+    the approval is refused (StaleParameters). ``params`` different from the stored ones is an
+    edit: validated, it voids earlier approvals and counts as this person's approval of the
+    new values. When enough different people have approved the current parameters the run is
+    approved and its execution queued after commit; otherwise it stays awaiting approval.
+
+    Refusals (ActionStateError and its ApprovalRefused kinds, InvalidParameters) change nothing.
+    Runs in the caller's transaction when there is one (convo's view adds its review item)."""
     from integrations.tasks import execute_action_run
 
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        raise ApprovalRefused("Only a signed-in person can approve an action.")
     with transaction.atomic():
-        run = ActionRun.objects.select_for_update().select_related("action").get(pk=run_id)
-        if run.status != RunStatus.AWAITING_APPROVAL:
-            raise ActionStateError(f"This action is {run.get_status_display().lower()}, not awaiting approval.")
-        data = {}
-        if params is not None and params != run.params:
+        run = _run_lock(run_id)
+        _ensure_awaiting_approval(run)
+        if run.proposed_by_id is not None and run.proposed_by_id == actor.pk:
+            raise OwnProposalApproval("You proposed this action, so someone else must approve it. "
+                                      "You can still withdraw it by rejecting it.")
+        if (expected_params is not None and expected_params != run.params) or \
+                (expected_params_hash and expected_params_hash != run.params_hash):
+            raise StaleParameters("The parameters changed since you opened this; review them again.")
+        live = list(run.approvals.filter(voided_at__isnull=True).select_related("approver").order_by("created_at"))
+        edited = params is not None and params != run.params
+        data: dict = {}
+        if edited:
             action_params_validate(action=run.action, params=params)
             data = {"edited_from": run.params, "edited_to": params}
+            if live:
+                data["voided_approvals"] = [a.approver.get_username() for a in live]
+                now = timezone.now()
+                ActionApproval.objects.filter(pk__in=[a.pk for a in live]).update(voided_at=now, updated_at=now)
+                live = []
             run.params = params
+            # The edit may cross the four-eyes line either way; a person still approves it.
+            run.approvals_required = max(1, approvals_required_for(action=run.action, params=params))
+        elif any(a.approver_id == actor.pk for a in live):
+            raise DuplicateApproval("You already approved this; a second person must approve it.")
+        ActionApproval.objects.create(run=run, approver=actor, params=run.params, edited=edited)
+        given, required = len(live) + 1, max(1, run.approvals_required)
+        data.update({"params": run.params, "approvals_given": given, "approvals_required": required,
+                     "approvers": [a.approver.get_username() for a in live] + [actor.get_username()],
+                     "progress": f"{given} of {required} approval{'s' if required != 1 else ''}"})
+        if given < required:
+            ActionRunEvent.objects.create(run=run, from_status=run.status, to_status=run.status,
+                                          actor_label=actor.get_username(), data=data)
+            audit_event_record(actor=actor, action="action_run.approval_added", target=run,
+                               data={"action": run.action.name, "from": run.status, **data})
+            run.save(update_fields=["params", "approvals_required", "updated_at"])
+            return run
         run.approved_by = actor
         _transition(run, RunStatus.APPROVED, actor=actor, data=data)
-        run.save(update_fields=["status", "params", "approved_by", "updated_at"])
+        run.save(update_fields=["status", "params", "approvals_required", "approved_by", "updated_at"])
         transaction.on_commit(lambda: execute_action_run.delay(str(run.pk)))
     return run
 
 
 def action_run_reject(*, run_id, actor, reason: str) -> ActionRun:
+    """A person rejects a run awaiting approval, with a reason the customer is told. The
+    proposer may reject (withdraw) their own proposal; approvals given so far stay as history."""
     if not reason.strip():
         raise ActionStateError("Say why the action is rejected; the customer is told.")
     with transaction.atomic():
-        run = ActionRun.objects.select_for_update().select_related("action").get(pk=run_id)
-        if run.status != RunStatus.AWAITING_APPROVAL:
-            raise ActionStateError(f"This action is {run.get_status_display().lower()}, not awaiting approval.")
+        run = _run_lock(run_id)
+        _ensure_awaiting_approval(run)
         run.error = reason.strip()
         run.finished_at = timezone.now()
         _transition(run, RunStatus.REJECTED, actor=actor, data={"reason": reason.strip()})

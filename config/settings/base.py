@@ -162,6 +162,7 @@ if REDIS_URL:
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict = {
     "release-expired-review-claims": {"task": "review.release_expired_claims", "schedule": 60.0},
+    "escalate-review-sla-breaches": {"task": "review.escalate_sla_breaches", "schedule": 30.0},
 }
 
 # --- Model providers -------------------------------------------------------------------
@@ -187,10 +188,15 @@ TURN_ACTION_MIN_CONFIDENCE = env.float("TURN_ACTION_MIN_CONFIDENCE", default=0.7
 TURN_HANDOFF_MIN_CONFIDENCE = env.float("TURN_HANDOFF_MIN_CONFIDENCE", default=0.68)
 TURN_LOW_CONFIDENCE_STRIKES = env.int("TURN_LOW_CONFIDENCE_STRIKES", default=2)
 ESCALATION_SLA_MINUTES = env.int("ESCALATION_SLA_MINUTES", default=15)
+REVIEW_CLAIM_TTL_MINUTES = env.int("REVIEW_CLAIM_TTL_MINUTES", default=30)
 STREAM_BATCH_MS = env.int("STREAM_BATCH_MS", default=50)
 
 # --- Integrations -----------------------------------------------------------------------
 DEMO_BACKEND_URL = env.str("DEMO_BACKEND_URL", default="http://127.0.0.1:8765")
+# A run needing approval whose rule field (``amount`` unless the rule names another) is above
+# this needs two approvers; an action's approval_rule "four_eyes_above" overrides it. "off": never.
+_four_eyes_above = env.str("ACTION_FOUR_EYES_ABOVE", default="100").strip().lower()
+ACTION_FOUR_EYES_ABOVE = None if _four_eyes_above in {"", "off", "none"} else float(_four_eyes_above)
 TANDEM_BENCH_ECHO = env.bool("TANDEM_BENCH_ECHO", default=False)
 
 REST_FRAMEWORK = {

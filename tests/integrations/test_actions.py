@@ -295,10 +295,12 @@ def test_backend_4xx_fails_with_its_message_and_is_not_retried(refund, agent, de
     assert demo_backend.execution_counts == {}
 
 
-def test_backend_limit_violation_fails_with_its_message(refund, agent, demo_backend,
+def test_backend_limit_violation_fails_with_its_message(refund, agent, users, demo_backend,
                                                         django_capture_on_commit_callbacks):
     run = _propose(refund, {**REFUND, "amount": 5000.0}, key="turn:too-much")
     run = _approve_and_execute(run, agent, django_capture_on_commit_callbacks)
+    assert run.status == RunStatus.AWAITING_APPROVAL  # above ACTION_FOUR_EYES_ABOVE: a second person
+    run = _approve_and_execute(run, users["supervisor"], django_capture_on_commit_callbacks)
     assert run.status == RunStatus.FAILED
     assert run.http_status == 422
     assert "can still be refunded on order BW-10003" in run.error
