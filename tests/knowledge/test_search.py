@@ -152,3 +152,58 @@ def test_same_slug_in_two_collections_are_two_documents(collection):
     b, _ = document_ingest_markdown(collection=other, slug="tent-care", body=BODY_V1)
     assert a.pk != b.pk
     assert Collection.objects.get(name="Other").documents.count() == 1
+
+
+# --- lexical ranking shortcuts ----------------------------------------------------------------
+
+def test_lexical_preranking_on_the_chunk_table_keeps_the_scope(collection, monkeypatch):
+    import knowledge.selectors as selectors
+
+    playbook = collection_ensure(name="Playbook", audience=Audience.INTERNAL)
+    for n in range(3):
+        document_ingest_markdown(collection=playbook, slug=f"quorblex-{n}", body=f"# Quorblex rule {n}\n\n## Quorblex\n"
+                                 "Quorblex quorblex: escalate every quorblex claim to the quorblex desk.\n")
+    document_ingest_markdown(collection=collection, slug="quorblex", body="# Quorblex warranty\n\n## Cover\n"
+                             "The quorblex lasts two years.\n")
+    document_ingest_markdown(collection=collection, slug="kayak", body="# Kayak care\n\n## Cover\n"
+                             "Rinse the kayak; a quorblex cover helps.\n")
+    monkeypatch.setattr(selectors, "LEXICAL_PRERANK_MIN_ROWS", 10**9)
+    one_statement = chunk_search(query="quorblex cover", k=5, candidates=2, mode="lexical")
+    assert {h.title for h in one_statement} == {"Quorblex warranty", "Kayak care"}
+    # Ranked on the chunk table first: the best two are internal, so the scoped query runs too.
+    monkeypatch.setattr(selectors, "LEXICAL_PRERANK_MIN_ROWS", 0)
+    monkeypatch.setattr(selectors, "LEXICAL_PRERANKED", 1)
+    hits = chunk_search(query="quorblex cover", k=5, candidates=2, mode="lexical")
+    assert [(h.chunk_id, h.lexical) for h in hits] == [(h.chunk_id, h.lexical) for h in one_statement]
+    # Enough of the best in scope: the same hits either way.
+    monkeypatch.setattr(selectors, "LEXICAL_PRERANKED", 3)
+    assert [h.chunk_id for h in chunk_search(query="quorblex cover", k=5, candidates=2, mode="lexical")] == [
+        h.chunk_id for h in one_statement]
+    internal = chunk_search(query="quorblex cover", k=5, candidates=2, mode="lexical", audiences=(Audience.INTERNAL,))
+    assert {h.title for h in internal} <= {"Quorblex rule 0", "Quorblex rule 1", "Quorblex rule 2"} and internal
+
+
+def test_when_the_rarest_term_is_common_chunks_with_the_two_rarest_are_scored(collection, monkeypatch):
+    import knowledge.selectors as selectors
+
+    bodies = {  # canoe in 2 chunks, paddle in 3, storage in 4
+        "both": "# Canoe paddles\n\n## Care\nHang the canoe paddle on a wall.\n",
+        "canoe": "# Storage\n\n## Storage\nCanoe storage: storage racks, storage bags, storage sheds.\n",
+        "paddle": "# Paddle storage\n\n## Care\nDry each paddle before storage.\n",
+        "paddle-grip": "# Paddle grips\n\n## Storage\nTape the grip.\n",
+    }
+    for slug, body in bodies.items():
+        document_ingest_markdown(collection=collection, slug=slug, body=body)
+    query = "canoe paddle storage"
+    # No budget: the rarest term alone is already too common.
+    monkeypatch.setattr(selectors, "LEXICAL_SCORED_ROWS", (0, 0))
+    monkeypatch.setattr(selectors, "LEXICAL_PAIR_COMMON", False)
+    assert [h.title for h in chunk_search(query=query, k=5, candidates=1, mode="lexical")] == ["Storage"]
+    rarest_only = chunk_search(query=query, k=5, candidates=5, mode="lexical")
+    assert {h.title for h in rarest_only} == {"Storage", "Canoe paddles"}
+    # Only chunks holding the two rarest terms (canoe and paddle) are scored...
+    monkeypatch.setattr(selectors, "LEXICAL_PAIR_COMMON", True)
+    assert [h.title for h in chunk_search(query=query, k=5, candidates=1, mode="lexical")] == ["Canoe paddles"]
+    # ...unless fewer of them than the candidates asked for: then the rarest term decides, as before.
+    assert [(h.chunk_id, h.lexical) for h in chunk_search(query=query, k=5, candidates=5, mode="lexical")] == [
+        (h.chunk_id, h.lexical) for h in rarest_only]
