@@ -85,3 +85,52 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.target_type}:{self.target_id}"
+
+
+class EvaluationCategory(models.TextChoices):
+    """Why an AI answer was wrong (the reviewer's choice when flagging it)."""
+
+    WRONG_FACTS = "wrong_facts", "Wrong facts"
+    OUTDATED = "outdated", "Outdated information"
+    MISSING_SOURCE = "missing_source", "Not in the sources / made up"
+    INCOMPLETE = "incomplete", "Incomplete"
+    WRONG_ACTION = "wrong_action", "Wrong action or intent"
+    TONE = "tone", "Tone or wording"
+    UNSAFE = "unsafe", "Unsafe or against policy"
+
+
+class EvaluationCase(BaseModel):
+    """A question the assistant answered wrongly, with the answer it should have given.
+
+    Made when a person flags an AI answer; the model and prompt versions that gave the bad
+    answer are kept so the next version can be evaluated on the same question. Governance is
+    the lowest layer, so the source (e.g. ``convo.message``), the conversation and the curated
+    answer written from it are stored as ids, not foreign keys."""
+
+    question = models.TextField(help_text="The customer's message (personal data redacted)")
+    expected_answer = models.TextField(help_text="The corrected answer")
+    bad_answer = models.TextField(help_text="What the assistant said")
+    category = models.CharField(max_length=20, choices=EvaluationCategory.choices)
+    source_type = models.CharField(max_length=80)
+    source_id = models.CharField(max_length=64)
+    conversation_id = models.CharField(max_length=64, blank=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="evaluation_cases")
+    prompt_version = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="evaluation_cases")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    curated_document_id = models.CharField(max_length=64, blank=True)
+    active = models.BooleanField(default=True, help_text="Used when evaluating model and prompt versions")
+
+    class Meta:
+        constraints = [
+            # One case per flagged answer: flagging the same message twice is refused.
+            models.UniqueConstraint(fields=["source_type", "source_id"], name="evaluationcase_source_uniq"),
+        ]
+        # The admin's and the evaluation run's filter: cases of a category, newest first.
+        indexes = [models.Index(fields=["category", "created_at"], name="evaluationcase_category_idx")]
+
+    def __str__(self) -> str:
+        question = self.question if len(self.question) <= 60 else f"{self.question[:59]}…"
+        return f"{self.get_category_display()}: {question}"
