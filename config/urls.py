@@ -15,5 +15,6 @@ urlpatterns = [
     path("help/", include("knowledge.urls")),
     path("", include("convo.urls")),
     path("api/v1/knowledge/", include("knowledge.api.urls")),
+    path("api/review/", include("review.api.urls")),
     path("api/v1/", include("convo.api.urls")),
 ]

@@ -1,7 +1,10 @@
 """Outbound realtime events: versioned dicts sent to channel-layer groups after commit.
 
-Groups: ``chat.<conversation id>`` (the customer and the agents viewing the conversation)
-and ``office`` (every open agent workspace).
+Groups: ``chat.<conversation id>`` (the customer and the agents viewing the conversation),
+``office.team.<team id>`` (the workspaces of that team's agents and supervisors) and
+``office.all`` (compliance officers and administrators, who see every queue).
+Office events carry ids and states only; workspaces fetch what they show through the
+permission-checked pages.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 EVENT_VERSION = 1
-OFFICE_GROUP = "office"
+OFFICE_GROUP = "office.all"
 
 
 def chat_group(conversation_id) -> str:
     return f"chat.{conversation_id}"
+
+
+def office_team_group(team_id) -> str:
+    return f"office.team.{team_id}"
 
 
 class _LoopThread:

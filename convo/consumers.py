@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from convo import selectors, services
-from convo.broadcast import EVENT_VERSION, OFFICE_GROUP, chat_group
+from convo.broadcast import EVENT_VERSION, OFFICE_GROUP, chat_group, office_team_group
 from convo.dispatch import remember_server_loop
 from convo.exceptions import ConvoError
 from governance.permissions import can_read_conversations, can_work_conversations
@@ -78,6 +78,8 @@ class ChatConsumer(_EventsMixin, AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_send(self.group, {"type": "tandem.event", "event": {
                     "v": EVENT_VERSION, "type": "typing", "role": "customer" if self.is_customer else "agent",
                     "sender": self.channel_name}})
+            elif kind == "csat.submit":
+                await self._csat_submit(content)
             elif kind == "sync":
                 messages = await database_sync_to_async(selectors.messages_after)(
                     conversation_id=self.conversation_id, after_seq=int(content.get("after_seq") or 0))
@@ -100,6 +102,16 @@ class ChatConsumer(_EventsMixin, AsyncJsonWebsocketConsumer):
             created = True
         await self.send_event({"type": "message.ack", "client_id": client_id, "duplicate": not created,
                                "message": await database_sync_to_async(services.message_payload)(message)})
+
+    async def _csat_submit(self, content: dict) -> None:
+        """The customer's survey answer; accepted on a closed conversation (the survey is
+        posted on close), refused to staff, who must not answer for the customer."""
+        if not self.is_customer:
+            await self.send_error("forbidden", "Only the customer can answer the satisfaction survey.")
+            return
+        conversation = await database_sync_to_async(services.csat_submit)(
+            conversation_id=self.conversation_id, score=content.get("score"), comment=content.get("comment"))
+        await self.send_event({"type": "csat.ack", "score": conversation.csat_score})
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if bytes_data is not None or text_data is None:
@@ -126,14 +138,26 @@ class OfficeConsumer(_EventsMixin, AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.can_work = await database_sync_to_async(can_work_conversations)(user)
-        await self.channel_layer.group_add(OFFICE_GROUP, self.channel_name)
+        self.groups_joined = await database_sync_to_async(_office_groups)(user)
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
-        await self.channel_layer.group_discard(OFFICE_GROUP, self.channel_name)
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         await self.send_error("read_only", "This channel only sends updates.")
+
+
+def _office_groups(user) -> list[str]:
+    """Compliance officers and administrators hear of every queue; others of their teams'."""
+    from review.permissions import sees_every_queue, team_ids_for
+
+    if sees_every_queue(user):
+        return [OFFICE_GROUP]
+    return [office_team_group(team_id) for team_id in team_ids_for(user)]
 
 
 class EchoConsumer(AsyncWebsocketConsumer):

@@ -23,3 +23,9 @@ class RateLimited(ConvoError):
 
 class NotAllowed(ConvoError):
     code = "forbidden"
+
+
+class SurveyRejected(ConvoError):
+    """A satisfaction-survey answer that cannot be stored; nothing was changed."""
+
+    code = "csat_rejected"

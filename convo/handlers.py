@@ -10,13 +10,30 @@ from django.urls import reverse
 from integrations import registry as integrations_registry
 from integrations.models import ActionRun
 from knowledge.embedding_spaces import on_space_activated
-from review.registry import SubjectHandler, register_subject
+from review.models import ItemKind
+from review.registry import ItemChange, KindHandler, SubjectHandler, on_item_changed, register_kind, register_subject
 
 logger = logging.getLogger(__name__)
 
 
 def _conversation_url(subject_id: str) -> str:
     return reverse("office:conversation", args=[subject_id])
+
+
+def _item_in_conversation_url(item) -> str:
+    """Approval and flagged-answer items keep their conversation's id: link without a query."""
+    conversation_id = (item.data or {}).get("conversation_id")
+    if not conversation_id:
+        return ""
+    anchor = f"#m-{item.subject_id}" if item.subject_type == "convo.message" else ""
+    return reverse("office:conversation", args=[conversation_id]) + anchor
+
+
+def _message_url(subject_id: str) -> str:
+    from convo.models import Message
+
+    conversation_id = Message.objects.filter(pk=subject_id).values_list("conversation_id", flat=True).first()
+    return f"{reverse('office:conversation', args=[conversation_id])}#m-{subject_id}" if conversation_id else ""
 
 
 def _action_run_url(subject_id: str) -> str:
@@ -28,9 +45,31 @@ def register() -> None:
     from convo.services import SUBJECT_TYPE
 
     register_subject(SubjectHandler(subject_type=SUBJECT_TYPE, url=_conversation_url))
-    register_subject(SubjectHandler(subject_type="integrations.actionrun", url=_action_run_url))
+    register_subject(SubjectHandler(subject_type="integrations.actionrun", url=_action_run_url,
+                                    item_url=_item_in_conversation_url))
+    register_subject(SubjectHandler(subject_type="convo.message", url=_message_url,
+                                    item_url=_item_in_conversation_url))
     integrations_registry.on_run_settled(_on_run_settled)
     on_space_activated(intent_examples_reembed)
+    on_item_changed(review_item_broadcast)
+    # Escalations close with the conversation's resolution code (free, as the API allows);
+    # approvals and flags have fixed outcomes.
+    register_kind(KindHandler(kind=ItemKind.ESCALATION))
+    register_kind(KindHandler(kind=ItemKind.ACTION_APPROVAL,
+                              outcomes=(("approved", "Approved"), ("rejected", "Rejected"))))
+    register_kind(KindHandler(kind=ItemKind.FLAGGED_ANSWER, outcomes=(("corrected", "Corrected"),)))
+
+
+def review_item_broadcast(change: ItemChange) -> None:
+    """Tell the open workspaces of the item's team (and those who see every queue) that the
+    queue changed; they re-fetch what they may see. Runs after commit."""
+    from convo.broadcast import OFFICE_GROUP, group_send_now, office_team_group
+
+    event = {"type": "queue.updated", "item_id": change.item_id, "kind": change.kind, "event": change.event,
+             "status": change.status, "subject_id": change.subject_id}
+    group_send_now(OFFICE_GROUP, event)
+    if change.team_id:
+        group_send_now(office_team_group(change.team_id), event)
 
 
 def intent_examples_reembed(spec) -> None:

@@ -1,4 +1,5 @@
-"""Contacts, conversations, messages, AI turns, and the intents the assistant recognises."""
+"""Contacts, conversations, messages, AI turns, the intents the assistant recognises and the
+canned responses agents insert into their replies."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ class Contact(BaseModel):
 
     def __str__(self) -> str:
         return self.name or self.email or f"Visitor {str(self.pk)[-6:]}"
+
+
+CSAT_COMMENT_MAX_CHARS = 1000
 
 
 class Channel(models.TextChoices):
@@ -46,9 +50,19 @@ class Conversation(BaseModel):
     last_seq = models.PositiveIntegerField(default=0)
     resolution = models.CharField(max_length=40, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # The satisfaction survey posted when the conversation is closed (convo.services.csat_submit).
+    csat_score = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (very poor) to 5 (excellent)")
+    csat_comment = models.CharField(max_length=CSAT_COMMENT_MAX_CHARS, blank=True)
+    csat_requested_at = models.DateTimeField(null=True, blank=True)
+    csat_submitted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "updated_at"], name="conversation_status_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(csat_score__isnull=True) | models.Q(csat_score__gte=1, csat_score__lte=5),
+                name="conversation_csat_score_range"),
+        ]
 
     def __str__(self) -> str:
         return f"Conversation {str(self.pk)[-8:]} ({self.get_status_display()})"
@@ -167,3 +181,32 @@ class IntentExample(BaseModel):
 
     def __str__(self) -> str:
         return self.text
+
+
+class CannedResponse(BaseModel):
+    """A prepared reply an agent inserts into the chat composer. ``text`` may hold the
+    placeholders ``{customer_name}`` and ``{agent_name}`` (convo.services.canned_response_render).
+    A response without a team is offered to everyone."""
+
+    title = models.CharField(max_length=120)
+    shortcut = models.SlugField(max_length=60, help_text="Unique per team, e.g. refund-timeline")
+    text = models.TextField(help_text="Placeholders: {customer_name}, {agent_name}")
+    team = models.ForeignKey("review.Team", null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="canned_responses", help_text="Empty: offered to every team")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["title"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "shortcut"], condition=models.Q(team__isnull=False),
+                                    name="cannedresponse_team_shortcut_uniq",
+                                    violation_error_message="This team already has a response with this shortcut."),
+            models.UniqueConstraint(fields=["shortcut"], condition=models.Q(team__isnull=True),
+                                    name="cannedresponse_global_shortcut_uniq",
+                                    violation_error_message="A response for everyone already uses this shortcut."),
+        ]
+
+    def __str__(self) -> str:
+        return self.title

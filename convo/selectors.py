@@ -6,11 +6,12 @@ from django.db.models import Q, QuerySet, UUIDField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
-from convo.models import Conversation, ConversationStatus, Message, Turn
-from governance.permissions import can_read_conversations, user_has_role
-from governance.roles import Role
+from convo.models import CannedResponse, Conversation, ConversationStatus, Message, Turn
+from governance.permissions import can_read_conversations, user_roles
 from integrations.models import ActionRun
+from integrations.selectors import action_runs_with_approvals
 from review.models import ReviewItem
+from review.permissions import items_visible_filter, sees_every_queue, team_ids_for
 
 SUBJECT_TYPE = "convo.conversation"
 
@@ -20,13 +21,14 @@ def conversation_exists(*, conversation_id) -> bool:
 
 
 def conversation_list_for_user(*, user) -> QuerySet[Conversation]:
-    """Supervisors, compliance and administrators see every conversation; agents see those of
-    their teams' review items and those assigned to them."""
+    """Compliance officers and administrators see every conversation; agents and supervisors
+    those behind their teams' review items, and those assigned to them."""
     if not can_read_conversations(user):
         return Conversation.objects.none()
     qs = Conversation.objects.all()
-    if not user_has_role(user, {Role.SUPERVISOR, Role.COMPLIANCE, Role.ADMINISTRATOR}):
-        team_items = ReviewItem.objects.filter(team__members=user)
+    visible = items_visible_filter(user)
+    if visible is not None:
+        team_items = ReviewItem.objects.filter(visible)
         escalated = team_items.filter(subject_type=SUBJECT_TYPE).values(cid=Cast("subject_id", UUIDField()))
         approvals = team_items.filter(kind="action_approval").values(
             cid=Cast(KeyTextTransform("conversation_id", "data"), UUIDField()))
@@ -71,10 +73,9 @@ def conversation_transcript(*, conversation: Conversation) -> list[dict]:
 
 
 def action_runs_for_conversation(*, conversation: Conversation) -> list[ActionRun]:
-    return list(
-        ActionRun.objects.filter(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk))
-        .select_related("action", "approved_by").order_by("-created_at")
-    )
+    """The conversation's action runs, newest first, with their approvals (two queries)."""
+    return list(action_runs_with_approvals(
+        ActionRun.objects.filter(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk))).order_by("-created_at"))
 
 
 def pending_approvals_for_user(*, user) -> QuerySet[ReviewItem]:
@@ -90,8 +91,19 @@ def action_run_get_for_user(*, user, run_id) -> ActionRun:
     return run
 
 
+def canned_responses_for_user(*, user) -> QuerySet[CannedResponse]:
+    """The active canned responses ``user`` may insert: those for everyone plus those of the
+    teams they work or supervise; compliance officers and administrators get every team's."""
+    if not user_roles(user):
+        return CannedResponse.objects.none()
+    qs = CannedResponse.objects.filter(active=True)
+    if not sees_every_queue(user):
+        qs = qs.filter(Q(team__isnull=True) | Q(team_id__in=team_ids_for(user)))
+    return qs.order_by("title", "shortcut")
+
+
 __all__ = [
     "conversation_exists", "conversation_list_for_user", "conversation_visible_to", "conversation_get_for_user", "conversation_inbox",
     "messages_after", "conversation_transcript", "action_runs_for_conversation", "pending_approvals_for_user",
-    "action_run_get_for_user",
+    "action_run_get_for_user", "canned_responses_for_user",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import timedelta
 
@@ -11,12 +12,22 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from convo.broadcast import OFFICE_GROUP, chat_group, group_send_on_commit
-from convo.exceptions import ConversationClosed, MessageRejected, NotAllowed, RateLimited
-from convo.models import Channel, Contact, Conversation, ConversationStatus, Message, Role, Turn
+from convo.broadcast import OFFICE_GROUP, chat_group, group_send_on_commit, office_team_group
+from convo.exceptions import ConversationClosed, MessageRejected, NotAllowed, RateLimited, SurveyRejected
+from convo.models import (
+    CSAT_COMMENT_MAX_CHARS,
+    CannedResponse,
+    Channel,
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Role,
+    Turn,
+)
 from governance.permissions import can_work_conversations
 from governance.services import audit_event_record
-from review.models import ItemKind
+from review.models import ItemKind, ReviewItem
 from review.services import review_item_open, review_items_resolve_for_subject
 
 TOKEN_SALT = "tandem.conversation"  # noqa: S105 (a signing salt, not a secret)
@@ -25,6 +36,8 @@ AI_DISCLOSURE = (
     "Hi! I'm the Brightwater assistant, an AI. I answer from our help centre and can check orders "
     "or start a refund. Ask for a person at any time and I'll bring one in."
 )
+CSAT_QUESTION = "How did we do? Rate this conversation from 1 (very poor) to 5 (excellent)."
+CSAT_ALREADY_ANSWERED = "You already rated this conversation. Thank you!"
 
 
 # --- identity ---------------------------------------------------------------------------
@@ -56,21 +69,26 @@ def message_payload(message: Message) -> dict:
         "model_ms": message.data.get("model_ms"),
         "kind": message.data.get("kind", "text"),
         "action_run_id": message.data.get("action_run_id"),
+        # The survey renders from its own message, so a reload shows it answered or not.
+        "csat": ({"answered": bool(message.data.get("answered")), "score": message.data.get("score")}
+                 if message.data.get("kind") == "csat_request" else None),
     }
 
 
 def _broadcast_message(message: Message) -> None:
     payload = message_payload(message)
     group_send_on_commit(chat_group(message.conversation_id), {"type": "message.new", "message": payload})
-    group_send_on_commit(OFFICE_GROUP, {"type": "conversation.updated", "conversation_id": str(message.conversation_id),
-                                        "seq": message.seq})
+    event = {"type": "conversation.updated", "conversation_id": str(message.conversation_id), "seq": message.seq}
+    for group in _office_groups_of(message.conversation_id):
+        group_send_on_commit(group, event)
 
 
 def _broadcast_status(conversation: Conversation) -> None:
     event = {"type": "conversation.status", "conversation_id": str(conversation.pk), "status": conversation.status,
              "label": conversation.get_status_display()}
     group_send_on_commit(chat_group(conversation.pk), event)
-    group_send_on_commit(OFFICE_GROUP, event)
+    for group in _office_groups_of(conversation.pk):
+        group_send_on_commit(group, event)
 
 
 # --- writes -------------------------------------------------------------------------------
@@ -99,11 +117,15 @@ def conversation_start(*, channel: str = Channel.WEB, contact: Contact | None = 
     return conversation
 
 
+def _printable(text: str) -> str:
+    """Drop control characters other than newlines and tabs; keep everything printable."""
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+
+
 def _clean_text(text) -> str:
     if not isinstance(text, str):
         raise MessageRejected("Messages must be text.", code="not_text")
-    # Drop control characters other than newlines and tabs; keep everything printable.
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+    text = _printable(text)
     if not text:
         raise MessageRejected("Your message is empty.", code="empty")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -170,7 +192,6 @@ def conversation_escalate(*, conversation: Conversation, reason: str, summary: s
     audit_event_record(actor=actor, action="conversation.escalated", target=conversation,
                        data={"reason": reason, "review_item": str(item.pk), "new_item": created})
     _broadcast_status(conversation)
-    group_send_on_commit(OFFICE_GROUP, {"type": "queue.updated", "item_id": str(item.pk)})
 
 
 def conversation_takeover(*, conversation_id, agent) -> Conversation:
@@ -208,7 +229,7 @@ def agent_reply(*, conversation_id, agent, text) -> Message:
     return message
 
 
-def conversation_hand_back(*, conversation_id, agent) -> Conversation:
+def conversation_hand_back(*, conversation_id, agent, needed_human: bool | None = None) -> Conversation:
     _require_worker(agent)
     with transaction.atomic(durable=True):
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
@@ -222,29 +243,38 @@ def conversation_hand_back(*, conversation_id, agent) -> Conversation:
                         text="You're back with the assistant. Ask for a person again at any time.",
                         data={"kind": "handed_back"})
         review_items_resolve_for_subject(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk), actor=agent,
-                                         outcome="handed_back", kinds=[ItemKind.ESCALATION])
+                                         outcome="handed_back", kinds=[ItemKind.ESCALATION], needed_human=needed_human)
         audit_event_record(actor=agent, action="conversation.handed_back", target=conversation)
         _broadcast_status(conversation)
     return conversation
 
 
-def conversation_close(*, conversation_id, agent, resolution: str = "resolved") -> Conversation:
+def conversation_close(*, conversation_id, agent, resolution: str = "resolved",
+                       needed_human: bool | None = None) -> Conversation:
+    """Close; ``needed_human`` answers, for an escalation, whether a person was really needed."""
     _require_worker(agent)
     with transaction.atomic(durable=True):
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conversation.status == ConversationStatus.CLOSED:
             raise ConversationClosed("This conversation is already closed.")
+        # No survey for a chat the customer never wrote in.
+        ask_csat = Message.objects.filter(conversation=conversation, role=Role.CUSTOMER).exists()
         conversation.status = ConversationStatus.CLOSED
         conversation.resolution = resolution[:40]
         conversation.closed_at = timezone.now()
-        conversation.save(update_fields=["status", "resolution", "closed_at", "updated_at"])
+        if ask_csat:
+            conversation.csat_requested_at = conversation.closed_at
+        conversation.save(update_fields=["status", "resolution", "closed_at", "csat_requested_at", "updated_at"])
         message_append(conversation=conversation, role=Role.SYSTEM,
                         text="This conversation has been closed. Thanks for chatting with us!",
                         data={"kind": "closed"})
+        if ask_csat:
+            message_append(conversation=conversation, role=Role.SYSTEM, text=CSAT_QUESTION,
+                            data={"kind": "csat_request"})
         review_items_resolve_for_subject(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk), actor=agent,
-                                         outcome=resolution, kinds=[ItemKind.ESCALATION])
+                                         outcome=resolution, kinds=[ItemKind.ESCALATION], needed_human=needed_human)
         audit_event_record(actor=agent, action="conversation.closed", target=conversation,
-                           data={"resolution": resolution})
+                           data={"resolution": resolution, "csat_requested": ask_csat})
         _broadcast_status(conversation)
     return conversation
 
@@ -255,3 +285,77 @@ def assistant_message_post(*, conversation_id, text: str, data: dict | None = No
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         return message_append(conversation=conversation, role=role, text=text, data=data, sources=sources)
+
+
+# --- satisfaction survey ------------------------------------------------------------------
+
+def _csat_clean(score, comment) -> tuple[int, str]:
+    # bool is an int in Python; JSON true must not count as a rating of 1.
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise SurveyRejected("Please choose a rating from 1 (very poor) to 5 (excellent).", code="csat_invalid_score")
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise SurveyRejected("Your comment must be text.", code="csat_invalid_comment")
+    comment = _printable(comment)
+    if len(comment) > CSAT_COMMENT_MAX_CHARS:
+        raise SurveyRejected(
+            f"Your comment is too long ({len(comment)} characters); the limit is {CSAT_COMMENT_MAX_CHARS}.",
+            code="csat_comment_too_long")
+    return score, comment
+
+
+def _office_groups_of(conversation_id) -> list[str]:
+    """Those who see every queue, and the teams whose review items concern the conversation."""
+    team_ids = (ReviewItem.objects.filter(subject_type=SUBJECT_TYPE, subject_id=str(conversation_id))
+                .exclude(team=None).values_list("team_id", flat=True).distinct())
+    return [OFFICE_GROUP, *(office_team_group(team_id) for team_id in team_ids)]
+
+
+def csat_submit(*, conversation_id, score, comment: str = "") -> Conversation:
+    """The customer's answer to the survey posted on close: stored once, never changed.
+
+    Refusals (a bad score or comment, no survey asked, already answered) raise SurveyRejected
+    and change nothing."""
+    score, comment = _csat_clean(score, comment)
+    with transaction.atomic(durable=True):
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if conversation.csat_requested_at is None:
+            raise SurveyRejected("There is no survey to answer in this conversation.", code="csat_not_requested")
+        if conversation.csat_submitted_at is not None:
+            raise SurveyRejected(CSAT_ALREADY_ANSWERED, code="csat_already_submitted")
+        conversation.csat_score = score
+        conversation.csat_comment = comment
+        conversation.csat_submitted_at = timezone.now()
+        conversation.save(update_fields=["csat_score", "csat_comment", "csat_submitted_at", "updated_at"])
+        # The survey message carries its answered state, so the chat renders it after a reload.
+        survey = (Message.objects.filter(conversation=conversation, data__kind="csat_request")
+                  .select_related("author").order_by("-seq").first())
+        if survey is not None:
+            survey.data = {**survey.data, "answered": True, "score": score}
+            survey.save(update_fields=["data", "updated_at"])
+            group_send_on_commit(chat_group(conversation.pk), {"type": "message.new", "message": message_payload(survey)})
+        # The comment is the customer's own words (it may hold personal data): the append-only
+        # audit trail records only its length; the text stays on the conversation.
+        audit_event_record(action="conversation.csat_submitted", target=conversation,
+                           data={"score": score, "comment_chars": len(comment)})
+        event = {"type": "conversation.csat", "conversation_id": str(conversation.pk), "score": score}
+        for group in _office_groups_of(conversation.pk):
+            group_send_on_commit(group, event)
+    return conversation
+
+
+# --- canned responses ---------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def canned_response_render(*, response: CannedResponse, conversation: Conversation, agent) -> str:
+    """The response's text with ``{customer_name}`` and ``{agent_name}`` filled in.
+
+    Not ``str.format``: text written in the admin must never reach attributes (``{agent.password}``)
+    or raise on a stray brace. Unknown placeholders stay as typed."""
+    customer_name = (conversation.contact.name or "").strip() if conversation.contact_id else ""
+    agent_name = ((agent.get_short_name() or agent.get_username()) if agent is not None else "").strip()
+    values = {"customer_name": customer_name or "there", "agent_name": agent_name or "our team"}
+    return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), response.text)

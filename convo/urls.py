@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from convo import views
+from convo import views, views_canned, views_queue
 
 office_patterns = [
     path("", views.inbox, name="inbox"),
@@ -11,8 +11,16 @@ office_patterns = [
     path("conversations/<uuid:conversation_id>/close/", views.conversation_close, name="close"),
     path("conversations/<uuid:conversation_id>/curated-answers/", views.conversation_curated_answer,
          name="curated_answer"),
+    path("conversations/<uuid:conversation_id>/actions/", views.action_propose, name="action_propose"),
+    path("messages/<uuid:message_id>/flag/", views.message_flag, name="message_flag"),
     path("actions/<uuid:run_id>/decide/", views.action_decide, name="action_decide"),
     path("search/", views.knowledge_search, name="search"),
+    path("canned/", views_canned.canned_response_list, name="canned_responses"),
+    path("conversations/<uuid:conversation_id>/context/", views.conversation_context, name="context"),
+    path("queue/claim-next/", views_queue.queue_claim_next, name="claim_next"),
+    path("items/<uuid:item_id>/claim/", views_queue.item_claim, name="item_claim"),
+    path("items/<uuid:item_id>/release/", views_queue.item_release, name="item_release"),
+    path("items/<uuid:item_id>/needed-human/", views_queue.item_needed_human, name="item_needed_human"),
 ]
 
 chat_patterns = [

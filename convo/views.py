@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from convo import selectors, services
 from convo.exceptions import ConvoError
-from convo.models import Conversation, ConversationStatus
+from convo.models import Conversation, ConversationStatus, Message
+from convo.views_queue import queue_context
 from governance.permissions import can_read_conversations, can_work_conversations
 from integrations.exceptions import IntegrationError
-from integrations.models import ActionRun
+from integrations.models import ActionRun, RunStatus
 from integrations.services import action_run_approve, action_run_reject
 from knowledge.curated import (
     ANSWER_CHARS,
@@ -34,7 +39,6 @@ from knowledge.models import Audience, Document, DocumentKind
 from knowledge.permissions import document_get_for_user
 from review.exceptions import ReviewError
 from review.models import ItemKind, ReviewItem
-from review.selectors import review_item_list_for_user
 from review.services import review_item_claim, review_items_resolve_for_subject
 
 SESSION_KEY = "tandem_conversation_id"
@@ -48,7 +52,10 @@ def chat(request: HttpRequest) -> HttpResponse:
     conversation = None
     conversation_id = request.session.get(SESSION_KEY)
     if conversation_id:
-        conversation = Conversation.objects.filter(pk=conversation_id).exclude(status=ConversationStatus.CLOSED).first()
+        # A closed conversation stays on screen while its rating survey waits for an answer.
+        conversation = Conversation.objects.filter(pk=conversation_id).filter(
+            ~Q(status=ConversationStatus.CLOSED) | Q(csat_requested_at__isnull=False, csat_submitted_at__isnull=True)
+        ).first()
     if conversation is None:
         conversation = services.conversation_start()
         request.session[SESSION_KEY] = str(conversation.pk)
@@ -84,14 +91,17 @@ def _get_conversation(request, conversation_id) -> Conversation:
 @login_required
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
+    """The workspace with nothing open yet: the queue, the live chats, and the day's figures."""
     user = _office_user(request)
-    items = list(review_item_list_for_user(user=user)[:200])
+    from review.permissions import sees_every_queue
+    from review.selectors import escalation_accuracy
+
     return render(request, "office/inbox.html", {
-        "escalations": [i for i in items if i.kind == ItemKind.ESCALATION],
-        "approvals": [i for i in items if i.kind == ItemKind.ACTION_APPROVAL],
-        "live": list(selectors.conversation_inbox(user=user)[:100]),
+        **queue_context(request),
+        "live": list(selectors.conversation_inbox(user=user)[:50]),
         "can_work": can_work_conversations(user),
-        "now": timezone.now(),  # templates compare SLA deadlines with it
+        "sees_all": sees_every_queue(user),
+        "accuracy": escalation_accuracy(user=user, since=timezone.now() - timedelta(days=30)),
     })
 
 
@@ -113,35 +123,56 @@ def _conversation_context(request, conversation: Conversation, *, curated_post: 
     }
     transcript = selectors.conversation_transcript(conversation=conversation)
     can_work = can_work_conversations(request.user)
+    escalation = _escalation_item(conversation)
+    from convo.flagging import FLAG_CATEGORIES
+    from review.permissions import may_work_item, sees_every_queue
+
+    collections = list(curated_collections_for(request.user)) if can_work else []
     return {
+        **queue_context(request, current_conversation_id=conversation.pk),
+        "flag_categories": FLAG_CATEGORIES,
+        "flag_collections": collections,
+        "sees_all": sees_every_queue(request.user),
         "conversation": conversation,
         "transcript": transcript,
         # Pairs, not dicts: a template's ``x.items`` would look up a key named "items" first.
         "runs": [{"run": r, "item": approval_items.get(str(r.pk)), "params": list(r.params.items()),
                   "result": list((r.result or {}).items()),
                   "params_json": json.dumps(r.params, indent=2, ensure_ascii=False)} for r in runs],
-        "escalation": _escalation_item(conversation),
+        "escalation": escalation,
+        "resolutions": RESOLUTIONS,
+        "proposable": _proposable(conversation) if can_work and conversation.status != "closed" else [],
+        "propose_token": uuid.uuid4().hex,
+        "may_work_escalation": bool(escalation and can_work and may_work_item(request.user, escalation)),
         "can_work": can_work,
         "is_mine": conversation.assigned_agent_id == request.user.pk,
         "now": timezone.now(),
-        "curated": _curated_panel(request.user, conversation, transcript, post=curated_post,
+        "curated": _curated_panel(request.user, conversation, transcript, collections, post=curated_post,
                                   errors=curated_errors) if can_work else None,
     }
 
 
+def _proposable(conversation: Conversation) -> list[dict]:
+    """The actions an agent may propose here, each with a parameters template to fill in."""
+    from convo.agent_actions import proposable_actions
+
+    return [{"action": a, "template": json.dumps({name: "" for name in a.parameters_schema.get("properties", {})},
+                                                 indent=2)}
+            for a in proposable_actions()]
+
+
 def _escalation_item(conversation: Conversation) -> ReviewItem | None:
-    return ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
+    return ReviewItem.objects.select_related("claimed_by").filter(kind=ItemKind.ESCALATION, subject_type=services.SUBJECT_TYPE,
                                      subject_id=str(conversation.pk)).order_by("-created_at").first()
 
 
 # --- curated answers --------------------------------------------------------------------------
 
-def _curated_panel(user, conversation: Conversation, transcript: list[dict], *, post: dict | None,
-                   errors: dict | None) -> dict | None:
+def _curated_panel(user, conversation: Conversation, transcript: list[dict], collections: list, *,
+                   post: dict | None, errors: dict | None) -> dict | None:
     """The "Save as curated answer" form, for whoever may add answers to a collection: the
     customer's latest message as the question, the latest agent reply as the answer; and the
     answers already saved from this conversation (each editable where the user may)."""
-    collections = list(curated_collections_for(user))
     if not collections:
         return None
     post, errors = post or {}, errors or {}
@@ -240,6 +271,54 @@ def conversation_curated_answer(request, conversation_id):
     return redirect("office:conversation", conversation_id=conversation.pk)
 
 
+# --- flagging an AI answer --------------------------------------------------------------------
+
+@login_required
+@require_POST
+def message_flag(request, message_id):
+    """Flag an assistant answer as wrong: the correct answer becomes a curated answer and an
+    evaluation case. Bad input re-renders the page with the form's errors (status 400)."""
+    from convo.flagging import FlagError, FlagInvalid, ai_answer_flag, message_get_for_user
+
+    user = _office_user(request)
+    if not can_work_conversations(user):
+        raise PermissionDenied("Only agents can flag answers.")
+    try:
+        message = message_get_for_user(user=user, message_id=message_id)
+    except (Message.DoesNotExist, ValidationError, ValueError):
+        raise Http404("No such message, or it is not in your teams.") from None
+    conversation = _get_conversation(request, message.conversation_id)
+    post = {name: request.POST.get(name, "") for name in ("category", "correct_answer", "question", "note",
+                                                          "collection")}
+    collections = {str(c.pk): c for c in curated_collections_for(user)}
+    errors: dict[str, str] = {}
+    collection = collections.get(post["collection"]) or (next(iter(collections.values())) if collections
+                                                         and not post["collection"] else None)
+    if collection is None:
+        errors["collection"] = "Choose a collection you may add answers to."
+    else:
+        try:
+            result = ai_answer_flag(message_id=message.pk, actor=user, category=post["category"],
+                                    correct_answer=post["correct_answer"], collection=collection,
+                                    note=post["note"], question=post["question"] or None)
+        except FlagInvalid as exc:
+            errors.update(exc.errors)
+        except FlagError as exc:
+            errors["flag"] = str(exc)
+        except PermissionDenied as exc:
+            errors["collection"] = str(exc)
+    if errors:
+        context = _conversation_context(request, conversation)
+        for entry in context["transcript"]:
+            if entry["message"].pk == message.pk:
+                entry["flag_form"] = {"post": post, "errors": errors}
+        return render(request, "office/conversation.html", context, status=400)
+    live = ("It is live: the assistant answers this question with it from now on." if result.published
+            else "It waits for someone who may publish in that collection.")
+    flash.success(request, f"Flagged. Your answer is saved as a curated answer and as an evaluation case. {live}")
+    return redirect(f"{reverse('office:conversation', args=[conversation.pk])}#m-{message.pk}")
+
+
 def _act(request, conversation_id, fn, success: str) -> HttpResponse:
     if not can_work_conversations(request.user):
         raise PermissionDenied("Only agents can do this.")
@@ -276,18 +355,86 @@ def conversation_reply(request, conversation_id):
 @login_required
 @require_POST
 def conversation_hand_back(request, conversation_id):
+    needed = request.POST.get("needed_human", "")
     return _act(request, conversation_id,
-                lambda c: services.conversation_hand_back(conversation_id=c.pk, agent=request.user),
+                lambda c: services.conversation_hand_back(
+                    conversation_id=c.pk, agent=request.user,
+                    needed_human={"yes": True, "no": False}.get(needed)),
                 "Handed back to the assistant.")
+
+
+RESOLUTIONS = [
+    ("resolved", "Resolved"),
+    ("answered", "Answered the question"),
+    ("action_done", "Action taken"),
+    ("no_response", "Customer stopped replying"),
+    ("duplicate", "Duplicate"),
+    ("spam", "Spam or abuse"),
+]
 
 
 @login_required
 @require_POST
 def conversation_close(request, conversation_id):
-    resolution = request.POST.get("resolution") or "resolved"
+    """Close with a resolution code; an escalation also records whether it needed a person."""
+    if not can_work_conversations(request.user):
+        raise PermissionDenied("Only agents can do this.")
+    resolution = request.POST.get("resolution", "")
+    if resolution not in {value for value, _ in RESOLUTIONS}:
+        flash.error(request, "Choose a resolution.")
+        return redirect("office:conversation", conversation_id=conversation_id)
+    conversation = _get_conversation(request, conversation_id)
+    escalation = _escalation_item(conversation)
+    live_escalation = escalation if escalation and escalation.status in ("open", "claimed") else None
+    needed = request.POST.get("needed_human", "")
+    if live_escalation and needed not in ("yes", "no"):
+        flash.error(request, "Say whether this escalation needed a person: it measures how well the assistant hands over.")
+        return redirect("office:conversation", conversation_id=conversation.pk)
+    version = request.POST.get("item_version")
+    if live_escalation and version and version != str(live_escalation.version):
+        flash.error(request, "This conversation changed since you opened it. Look at it again before closing.")
+        return redirect("office:conversation", conversation_id=conversation.pk)
     return _act(request, conversation_id,
-                lambda c: services.conversation_close(conversation_id=c.pk, agent=request.user, resolution=resolution),
+                lambda c: services.conversation_close(
+                    conversation_id=c.pk, agent=request.user, resolution=resolution,
+                    needed_human=None if not live_escalation else needed == "yes"),
                 "Conversation closed.")
+
+
+@login_required
+@require_GET
+def conversation_context(request: HttpRequest, conversation_id) -> HttpResponse:
+    """The context pane's slow half, loaded after the page: the customer as the backends know
+    them, and suggested next steps."""
+    from convo.assist import customer_details, suggested_next_steps
+
+    _office_user(request)
+    conversation = _get_conversation(request, conversation_id)
+    runs = selectors.action_runs_for_conversation(conversation=conversation)
+    details = customer_details(conversation=conversation, runs=runs)
+    steps = suggested_next_steps(user=request.user, conversation=conversation,
+                                 escalation=_escalation_item(conversation), runs=runs, details=details)
+    return render(request, "office/_context.html", {"conversation": conversation, "details": details,
+                                                    "steps": steps})
+
+
+@login_required
+@require_POST
+def action_propose(request, conversation_id):
+    """An agent proposes an action for the customer; a colleague must approve it."""
+    from convo.agent_actions import agent_action_propose
+
+    def do(conversation):
+        run = agent_action_propose(conversation_id=conversation.pk, agent=request.user,
+                                   action_name=request.POST.get("action", ""),
+                                   params_text=request.POST.get("params", ""), token=request.POST.get("token", ""))
+        if run.status == RunStatus.AWAITING_APPROVAL:
+            flash.success(request, f"Proposed. {run.approval_progress.capitalize() or 'An approval'} needed from "
+                                   f"colleagues: you cannot approve your own proposal.")
+        else:
+            flash.success(request, "Proposed and approved by policy. The action is running.")
+
+    return _act(request, conversation_id, do, "")
 
 
 @login_required
@@ -310,15 +457,22 @@ def action_decide(request, run_id):
                         params = json.loads(request.POST["params"])
                     except ValueError:
                         raise IntegrationError("The edited parameters are not valid JSON.") from None
-                action_run_approve(run_id=run.pk, actor=request.user, params=params)
-                outcome, note = "approved", "Approved. The action is running."
+                run = action_run_approve(run_id=run.pk, actor=request.user, params=params,
+                                         expected_params_hash=request.POST.get("params_hash", ""))
+                if run.status == RunStatus.AWAITING_APPROVAL:
+                    outcome = None
+                    note = (f"Approved ({run.approval_progress}). A second person must approve it before it runs."
+                            if run.approvals_missing else "Approved.")
+                else:
+                    outcome, note = "approved", "Approved. The action is running."
             elif decision == "reject":
                 action_run_reject(run_id=run.pk, actor=request.user, reason=request.POST.get("reason", ""))
                 outcome, note = "rejected", "Rejected. The customer has been told."
             else:
                 raise IntegrationError("Choose approve or reject.")
-            review_items_resolve_for_subject(subject_type="integrations.actionrun", subject_id=str(run.pk),
-                                             actor=request.user, outcome=outcome)
+            if outcome:
+                review_items_resolve_for_subject(subject_type="integrations.actionrun", subject_id=str(run.pk),
+                                                 actor=request.user, outcome=outcome)
         flash.success(request, note)
     except (IntegrationError, ReviewError) as exc:
         flash.error(request, str(exc))

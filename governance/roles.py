@@ -20,14 +20,17 @@ _READ_CONVERSATIONS = [
     "review.view_reviewitem", "integrations.view_actionrun",
 ]
 _READ_KNOWLEDGE = ["knowledge.view_collection", "knowledge.view_document", "knowledge.view_chunk"]
+_CANNED_RESPONSES = ["convo.view_cannedresponse", "convo.add_cannedresponse", "convo.change_cannedresponse",
+                     "convo.delete_cannedresponse"]
 
 # What each role may do in the admin (the back office checks roles itself).
 ROLE_PERMISSIONS: dict[str, list[str]] = {
-    Role.AGENT: [*_READ_KNOWLEDGE],
-    Role.SUPERVISOR: [*_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "review.view_team", "review.change_team"],
+    Role.AGENT: [*_READ_KNOWLEDGE, "convo.view_cannedresponse"],
+    Role.SUPERVISOR: [*_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "review.view_team", "review.change_team",
+                      *_CANNED_RESPONSES],
     Role.COMPLIANCE: [
         *_READ_KNOWLEDGE, *_READ_CONVERSATIONS, "knowledge.view_embeddingspace", "governance.view_auditevent",
-        "governance.view_modelversion",
+        "governance.view_modelversion", "governance.view_evaluationcase",
         "governance.view_promptversion", "integrations.view_actiondefinition", "integrations.view_connector",
     ],
     Role.MODEL_OWNER: [
@@ -35,6 +38,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "knowledge.change_document", "knowledge.view_embeddingspace", "knowledge.change_embeddingspace",
         "governance.view_modelversion", "governance.add_modelversion",
         "governance.view_promptversion", "governance.add_promptversion", "governance.view_auditevent",
+        "governance.view_evaluationcase",
         "convo.view_intent", "convo.add_intent", "convo.change_intent", "convo.view_intentexample",
         "integrations.view_actiondefinition", "integrations.view_connector",
     ],

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db.models import Q
 
 from integrations.models import ActionApproval, ActionDefinition, ActionRun, ActionRunEvent, Connector
 from integrations.selectors import APPROVALS_PREFETCH
@@ -55,7 +56,21 @@ class ActionRunAdmin(admin.ModelAdmin):
     inlines = [ActionApprovalInline, ActionRunEventInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related(APPROVALS_PREFETCH)
+        # Only the runs whose review items (their approval, or their subject's escalation) the
+        # person may see in the queue; compliance officers and administrators see all.
+        from django.db.models import CharField
+        from django.db.models.functions import Cast
+
+        from review.models import ReviewItem
+        from review.permissions import items_visible_filter
+
+        qs = super().get_queryset(request).prefetch_related(APPROVALS_PREFETCH)
+        visible = items_visible_filter(request.user)
+        if visible is None:
+            return qs
+        items = ReviewItem.objects.filter(visible)
+        return qs.annotate(pk_text=Cast("pk", CharField())).filter(
+            Q(pk_text__in=items.values("subject_id")) | Q(subject_id__in=items.values("subject_id")))
 
     @admin.display(description="Approvals")
     def approval_progress(self, obj: ActionRun) -> str:

@@ -8,3 +8,11 @@ class ItemAlreadyClaimed(ReviewError):
 
 class ItemClosed(ReviewError):
     pass
+
+
+class ItemStale(ReviewError):
+    """The page that sent the request showed an older state of the item."""
+
+
+class ReviewNotAllowed(ReviewError):
+    """The person may not change this item (not their team, or a read-only role)."""

@@ -9,10 +9,20 @@ from config.models import BaseModel
 
 
 class Team(BaseModel):
-    """A group of agents who share a queue."""
+    """A group of agents who share a queue.
+
+    Membership is a django-guardian object permission on the team: ``work_team`` for the
+    agents who take its items, ``supervise_team`` for the supervisors who watch its SLA."""
 
     name = models.CharField(max_length=100, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="review_teams", blank=True)
+    sla_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Minutes to pick up an escalation; empty uses the site default")
+
+    class Meta:
+        permissions = [
+            ("work_team", "Work this team's queue"),
+            ("supervise_team", "Supervise this team's queue"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -61,12 +71,27 @@ class ReviewItem(BaseModel):
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    sla_breached_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=40, blank=True)
+    needed_human = models.BooleanField(
+        null=True, blank=True, help_text="For escalations: did this need a person? Asked when it is closed")
+    version = models.PositiveIntegerField(default=1, help_text="Bumped on every change; stale pages are refused")
     data = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
-            models.Index(fields=["status", "priority", "created_at"], name="reviewitem_queue_idx"),
+            # The queue: a team's live items, most urgent and oldest first, read from the index
+            # alone (the list needs no sort; claim-next filters status on the included column).
+            models.Index(fields=["team", "priority", "created_at"], name="reviewitem_live_queue_idx",
+                         condition=models.Q(status__in=["open", "claimed"]),
+                         include=["status", "claimed_by", "sla_due_at"]),
             models.Index(fields=["subject_type", "subject_id"], name="reviewitem_subject_idx"),
+            # The SLA sweep: live items with a deadline not yet marked breached.
+            models.Index(fields=["sla_due_at"], name="reviewitem_sla_idx",
+                         condition=models.Q(status__in=["open", "claimed"], sla_breached_at__isnull=True)),
+            # The claim-expiry sweep.
+            models.Index(fields=["claim_expires_at"], name="reviewitem_claim_exp_idx",
+                         condition=models.Q(status="claimed")),
         ]
         constraints = [
             # One open item of a kind per subject: re-escalating adds to it instead of duplicating.

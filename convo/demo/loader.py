@@ -12,7 +12,9 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from guardian.shortcuts import assign_perm
 
+from convo.demo.canned import load_canned_responses
 from convo.models import Intent, IntentExample, IntentKind
 from governance.roles import Role
 from governance.services import audit_event_record
@@ -162,8 +164,11 @@ def load_people() -> list[DemoUser]:
         user.email = f"{demo.username}@brightwater.example"
         user.save()
         user.groups.add(Group.objects.get(name=demo.role))
-        if demo.role in (Role.AGENT, Role.SUPERVISOR):
-            team.members.add(user)
+        # Team membership is an object permission on the team (review.permissions).
+        if demo.role == Role.AGENT:
+            assign_perm("review.work_team", user, team)
+        elif demo.role == Role.SUPERVISOR:
+            assign_perm("review.supervise_team", user, team)
     return DEMO_USERS
 
 
@@ -174,6 +179,7 @@ def load_demo(stdout=None) -> dict:
         load_actions(catalogue)
         load_intents(catalogue)
         users = load_people()
+        load_canned_responses()
         grant_knowledge_access()
         audit_event_record(action="demo.loaded", data={"documents_changed": changed})
     return {"documents_changed": changed, "users": users}

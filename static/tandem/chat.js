@@ -33,6 +33,7 @@
   let status = card.dataset.status || "bot";
   let typingTimer = null;
   let lastTypingSent = 0;
+  let csatSending = false;       // a survey answer is waiting for csat.ack or an error
 
   // --- rendering -----------------------------------------------------------------------------
 
@@ -60,6 +61,113 @@
       : el("span", {}, ...text));
   }
 
+  // --- satisfaction survey (posted when the conversation is closed) ------------------------
+
+  const CSAT_LABELS = ["very poor", "poor", "okay", "good", "excellent"];
+  const CSAT_COMMENT_MAX = 1000;
+
+  function csatThanks(text) {
+    // Focusable so focus can move here when the form it replaces goes away.
+    return el("p", { class: "csat-thanks", tabIndex: -1, text: text || "Thanks for your feedback!" });
+  }
+
+  function csatError(box, text) {
+    const node = box.querySelector(".csat-error");
+    if (!node) return;
+    node.textContent = text;
+    node.hidden = !text;
+  }
+
+  function renderSurvey(m) {
+    const box = el("div", { class: "csat" });
+    if (m.csat && m.csat.answered) {
+      box.append(csatThanks());
+      return box;
+    }
+    const name = `csat-${m.id}`;
+    const scale = el("fieldset", { class: "csat-scale" }, el("legend", { class: "visually-hidden", text: "Your rating" }));
+    const options = el("div", { class: "csat-options" });
+    CSAT_LABELS.forEach((label, i) => {
+      const n = i + 1;
+      const id = `${name}-${n}`;
+      options.append(
+        el("input", { type: "radio", name, value: String(n), id, class: "csat-radio",
+                      "aria-label": `${n} of 5 – ${label}` }),
+        el("label", { htmlFor: id, class: "csat-option", "aria-hidden": "true", text: String(n) }));
+    });
+    scale.append(options, el("div", { class: "csat-ends", "aria-hidden": "true" },
+      el("span", { text: "Very poor" }), el("span", { text: "Excellent" })));
+    const commentId = `${name}-comment`;
+    const comment = el("textarea", { id: commentId, name: "comment", rows: 2, maxLength: CSAT_COMMENT_MAX,
+                                      class: "csat-comment" });
+    const submit = el("button", { type: "submit", class: "btn btn-primary btn-sm", text: "Send feedback" });
+    const form = el("form", { class: "csat-form", noValidate: true },
+      scale,
+      el("label", { htmlFor: commentId, class: "csat-comment-label", text: "Anything you'd like to add? (optional)" }),
+      comment,
+      el("p", { class: "csat-error", role: "alert", hidden: true }),
+      el("div", { class: "csat-actions" }, submit));
+    form.addEventListener("change", () => csatError(box, ""));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const picked = form.querySelector("input.csat-radio:checked");
+      if (!picked) {
+        csatError(box, "Please choose a rating from 1 (very poor) to 5 (excellent).");
+        form.querySelector("input.csat-radio").focus();
+        return;
+      }
+      if (comment.value.trim().length > CSAT_COMMENT_MAX) {
+        csatError(box, `Your comment is too long; the limit is ${CSAT_COMMENT_MAX} characters.`);
+        comment.focus();
+        return;
+      }
+      if (!sock.send({ type: "csat.submit", score: parseInt(picked.value, 10), comment: comment.value })) {
+        csatError(box, "You're offline at the moment. We're reconnecting — please try again in a moment.");
+        return;
+      }
+      csatError(box, "");
+      csatSending = true;
+      submit.disabled = true;
+      submit.textContent = "Sending…";
+    });
+    box.append(form);
+    return box;
+  }
+
+  function openSurvey() {
+    const forms = list.querySelectorAll(".kind-csat_request .csat-form");
+    return forms.length ? forms[forms.length - 1].closest(".csat") : null;
+  }
+
+  // Replace the survey's form with a thank-you, keeping keyboard focus in place.
+  function csatDone(text) {
+    const box = openSurvey();
+    if (!box) return;
+    const thanks = csatThanks(text);
+    const hadFocus = box.contains(document.activeElement);
+    box.replaceChildren(thanks);
+    if (hadFocus) thanks.focus();
+  }
+
+  function csatFailed(ev) {
+    csatSending = false;
+    if (ev.code === "csat_already_submitted") {
+      csatDone(ev.message);
+      return;
+    }
+    const box = openSurvey();
+    if (!box) {
+      showError(ev.message || "Something went wrong. Please try again.");
+      return;
+    }
+    const submit = box.querySelector("button[type=submit]");
+    if (submit) {
+      submit.disabled = false;
+      submit.textContent = "Send feedback";
+    }
+    csatError(box, ev.message || "Something went wrong. Please try again.");
+  }
+
   function renderMessage(m) {
     const kind = m.kind || "text";
     const node = el("div", {
@@ -72,6 +180,7 @@
         el("time", { datetime: m.created_at, text: `· ${time(m.created_at)}` })));
     }
     node.append(el("div", { class: "bubble", text: m.text }));
+    if (kind === "csat_request") node.append(renderSurvey(m));
     if (BADGES[kind]) node.append(el("span", { class: BADGES[kind][0] + " badge", text: BADGES[kind][1] }));
     if (m.role === "assistant" && Array.isArray(m.sources) && m.sources.length) {
       const ol = el("ul", { class: "sources", "aria-label": "Sources" });
@@ -131,7 +240,7 @@
       live.get(m.turn_id).remove();
       live.delete(m.turn_id);
     }
-    const sig = JSON.stringify([m.text, m.kind, m.author, m.sources]);
+    const sig = JSON.stringify([m.text, m.kind, m.author, m.sources, m.csat]);
     const existing = byId.get(m.id);
     // The same message arrives more than once (ack, broadcast, sync); re-inserting it would
     // make screen readers announce it again.
@@ -141,8 +250,13 @@
     }
     const node = renderMessage(m);
     node.dataset.sig = sig;
+    const hadFocus = existing && existing.contains(document.activeElement);
     if (existing) existing.replaceWith(node);
     else insertBySeq(node, m.seq);
+    if (hadFocus) {
+      const target = node.querySelector(".csat-thanks");
+      if (target) target.focus();
+    }
     byId.set(m.id, node);
     lastSeq = Math.max(lastSeq, m.seq || 0);
     if (m.role === "assistant" || m.role === "agent" || (m.role === "system" && m.turn_id)) hideTyping();
@@ -333,7 +447,15 @@
       case "conversation.status":
         setStatus(ev.status);
         break;
+      case "csat.ack":
+        csatSending = false;
+        csatDone();
+        break;
       case "error": {
+        if (csatSending || (ev.code || "").startsWith("csat_")) {
+          csatFailed(ev);
+          break;
+        }
         const p = ev.client_id ? pending.get(ev.client_id) : null;
         if (p) {
           p.el.remove();

@@ -34,32 +34,80 @@
   }
 
   // ---------------------------------------------------------------------------------------
-  // Inbox
+  // Regions: every workspace page marks what may change with data-region; a refresh fetches
+  // the page again and swaps the regions that changed (unless the person is working in one).
+  // data-lazy regions are fetched from their own URL after the page (slow lookups).
   // ---------------------------------------------------------------------------------------
-  const inbox = document.getElementById("inbox-live");
-  if (inbox) {
-    const note = document.getElementById("live-note");
-    const announce = document.getElementById("inbox-announce");
-    const refresh = debounce(async () => {
-      const doc = await fetchPage();
-      const fresh = doc && doc.getElementById("inbox-live");
-      if (!fresh || fresh.innerHTML === inbox.innerHTML) return;
-      const before = inbox.querySelectorAll(".queue-item").length;
-      inbox.innerHTML = fresh.innerHTML;
-      const after = inbox.querySelectorAll(".queue-item").length;
-      if (after > before) announce.textContent = "The inbox has new items.";
-    }, 250);
+  async function loadLazy() {
+    for (const box of document.querySelectorAll("[data-lazy]")) {
+      if (busy(box)) continue;
+      try {
+        const resp = await fetch(box.dataset.src, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
+        if (!resp.ok || resp.redirected) continue;
+        const html = await resp.text();
+        if (box.dataset.html !== html) { box.innerHTML = html; box.dataset.html = html; }
+      } catch (e) { /* keep what is shown; the next refresh tries again */ }
+      box.setAttribute("aria-busy", "false");
+    }
+  }
+  const refreshLazy = debounce(loadLazy, 1500);
+
+  function swapRegions(doc, skip) {
+    let changed = [];
+    for (const fresh of doc.querySelectorAll("[data-region]")) {
+      const name = fresh.dataset.region;
+      if (skip && skip(name, fresh)) continue;
+      const current = document.querySelector(`[data-region="${name}"]`);
+      if (!current || busy(current)) continue;
+      const open = [...current.querySelectorAll("details[open][id]")].map((d) => d.id);
+      if (current.innerHTML === fresh.innerHTML) continue;
+      current.innerHTML = fresh.innerHTML;
+      open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
+      changed.push(name);
+    }
+    return changed;
+  }
+
+  // The queue (and the home page's other regions) follow /ws/office/.
+  const queueNote = () => document.getElementById("queue-live");
+  const home = document.getElementById("workspace-home");
+  const refreshHome = debounce(async () => {
+    const doc = await fetchPage();
+    if (!doc) return;
+    const before = document.querySelectorAll(".q-item").length;
+    swapRegions(doc, (name) => !home && name !== "queue");
+    const after = document.querySelectorAll(".q-item").length;
+    const region = document.getElementById("inbox-announce") || document.getElementById("ws-announce");
+    if (region && after > before) region.textContent = "New items in the queue.";
+    setLive(queueNote(), officeState);
+  }, 250);
+  let officeState = "connecting";
+  // Supervisors are told, on whatever workspace page they have open, when an item of their
+  // teams passes its SLA (it also moves to the top of everyone's queue, in red).
+  function slaAlert() {
+    const pane = document.querySelector('[data-region="queue"]');
+    if (!pane || pane.dataset.supervisor !== "1") return;
+    let box = document.getElementById("sla-alert");
+    if (!box) {
+      box = el("div", { id: "sla-alert", class: "notice notice-error", role: "alert" });
+      pane.parentNode.insertBefore(box, pane);
+    }
+    box.textContent = "An item passed its SLA deadline and moved to the top of the queue.";
+  }
+  if (document.querySelector('[data-region="queue"]')) {
     window.TandemSocket("/ws/office/", {
       onEvent(ev) {
-        if (ev.type === "queue.updated" || ev.type === "conversation.updated" || ev.type === "conversation.status") refresh();
+        if (ev.type === "queue.updated" || (home && (ev.type === "conversation.updated" || ev.type === "conversation.status"))) refreshHome();
+        if (ev.type === "queue.updated" && ev.event === "sla_breached") slaAlert();
       },
-      onOpen(isReconnect) { if (isReconnect) refresh(); },
-      onState(state, detail) { setLive(note, state, detail); },
+      onOpen(isReconnect) { if (isReconnect) refreshHome(); },
+      onState(state, detail) { officeState = state; setLive(queueNote(), state, detail); },
     });
     // Ages and SLA deadlines move on even when nothing happens.
-    window.setInterval(refresh, 60000);
-    return;
+    window.setInterval(refreshHome, 60000);
   }
+  loadLazy();
+  if (home) return;
 
   // ---------------------------------------------------------------------------------------
   // Conversation workspace
@@ -168,6 +216,7 @@
           continue;
         }
         if (name !== "transcript" && busy(current)) continue;
+        if (name === "queue") { setTimeout(() => setLive(queueNote(), officeState), 0); }
         const open = [...current.querySelectorAll("details[open][id]")].map((d) => d.id);
         if (current.innerHTML === fresh.innerHTML) continue;
         current.innerHTML = fresh.innerHTML;
@@ -175,6 +224,7 @@
         if (name === "transcript") live.clear();
       }
       scrollTranscript(stick);
+      refreshLazy();
       const title = doc.querySelector("title");
       if (title) document.title = title.textContent;
     } finally {
@@ -253,6 +303,81 @@
     if (!note || !option) return;
     note.textContent = (option.dataset.internal === "yes" ? note.dataset.internal + " " : "")
       + (option.dataset.publish === "yes" ? note.dataset.live : note.dataset.wait);
+  });
+
+  // --- canned responses ---------------------------------------------------------------------
+  // The list is fetched once per page (rendered for this conversation); choosing one puts its
+  // text in the composer for the agent to adjust. "/shortcut" typed alone in the composer
+  // opens the list filtered to it.
+  let canned = null;
+  async function cannedLoad() {
+    const box = document.getElementById("canned");
+    if (!box) return [];
+    if (canned) return canned;
+    try {
+      const resp = await fetch(box.dataset.src, { credentials: "same-origin" });
+      canned = resp.ok ? (await resp.json()).responses : [];
+    } catch (e) { canned = []; }
+    return canned;
+  }
+  function cannedRender(filter) {
+    const list = document.getElementById("canned-list");
+    if (!list) return;
+    const f = (filter || "").toLowerCase().replace(/^\//, "");
+    const rows = (canned || []).filter((r) => !f || r.title.toLowerCase().includes(f) || r.shortcut.includes(f));
+    list.replaceChildren(...(rows.length ? rows.map((r) => {
+      const button = el("button", { type: "button", class: "canned-item" },
+        el("strong", { text: r.title }), el("span", { class: "muted small", text: ` /${r.shortcut}` }),
+        el("span", { class: "canned-text small", text: r.text }));
+      button.addEventListener("click", () => cannedUse(r));
+      return el("li", {}, button);
+    }) : [el("li", { class: "muted small", text: canned && canned.length ? "No match." : "No canned responses for your teams yet." })]));
+  }
+  function cannedUse(r) {
+    const input = document.getElementById("agent-input");
+    const box = document.getElementById("canned");
+    if (!input) return;
+    input.value = /^\/\S*$/.test(input.value.trim()) || !input.value.trim() ? r.text : `${input.value.trimEnd()} ${r.text}`;
+    if (box) box.open = false;
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  }
+  document.addEventListener("toggle", async (ev) => {
+    if (ev.target.id !== "canned" || !ev.target.open) return;
+    await cannedLoad();
+    const filter = document.getElementById("canned-filter");
+    const input = document.getElementById("agent-input");
+    if (filter && input && /^\/\S*$/.test(input.value.trim())) filter.value = input.value.trim().slice(1);
+    cannedRender(filter ? filter.value : "");
+    if (filter) filter.focus();
+  }, true);
+  document.addEventListener("input", (ev) => {
+    if (ev.target.id === "canned-filter") cannedRender(ev.target.value);
+    if (ev.target.id === "agent-input" && ev.target.value === "/") {
+      const box = document.getElementById("canned");
+      if (box) box.open = true;
+    }
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.id === "canned-filter" && ev.key === "Enter") {
+      ev.preventDefault();
+      const first = document.querySelector("#canned-list .canned-item");
+      if (first) first.click();
+    }
+    if (ev.key === "Escape" && document.getElementById("canned")?.open) {
+      document.getElementById("canned").open = false;
+      document.getElementById("agent-input")?.focus();
+    }
+  });
+
+  // Choosing another action fills in its parameters' names, unless the agent typed some.
+  document.addEventListener("change", (ev) => {
+    if (ev.target.id !== "propose-action-name") return;
+    const box = document.getElementById("propose-params");
+    const option = ev.target.selectedOptions[0];
+    if (box && option && (box.value === box.defaultValue || !box.value.trim())) {
+      box.value = option.dataset.template; box.defaultValue = option.dataset.template;
+    }
   });
 
   bindComposer();

@@ -299,9 +299,11 @@ async def test_agent_reply_after_takeover_reaches_the_customer(conversation, dem
 
 
 async def test_agent_cannot_open_a_conversation_outside_their_teams(conversation, demo_tx):
-    """A conversation still with the assistant is in no team's queue yet."""
+    """A conversation still with the assistant is in no team's queue yet: only those who see
+    every conversation (compliance, administrators) may watch it."""
     assert await refused(chat_path(conversation.pk), ORIGIN, await session_cookie(demo_tx["agent"])) == 4404
-    socket = await open_socket(chat_path(conversation.pk), ORIGIN, await session_cookie(demo_tx["supervisor"]))
+    assert await refused(chat_path(conversation.pk), ORIGIN, await session_cookie(demo_tx["supervisor"])) == 4404
+    socket = await open_socket(chat_path(conversation.pk), ORIGIN, await session_cookie(demo_tx["compliance"]))
     await socket.disconnect()
     await escalate(conversation)
     socket = await open_socket(chat_path(conversation.pk), ORIGIN, await session_cookie(demo_tx["agent"]))

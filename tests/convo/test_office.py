@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.urls import reverse
+from guardian.shortcuts import assign_perm
 
 from convo.models import Conversation, ConversationStatus, Decision, Message, Role
 from convo.services import conversation_escalate, conversation_start
@@ -53,7 +54,7 @@ def billing_agent(demo, django_user_model):
     """An agent of another team, who must not see the Support team's conversations."""
     user = django_user_model.objects.create_user(username="billing-agent", password="x-billing-pass", is_staff=True)
     user.groups.add(Group.objects.get(name=StaffRole.AGENT))
-    Team.objects.create(name="Billing").members.add(user)
+    assign_perm("review.work_team", user, Team.objects.create(name="Billing"))
     return user
 
 
@@ -125,7 +126,8 @@ def test_compliance_reads_everything_and_changes_nothing(client, users, escalate
     conversation, pending_refund = escalated_with_refund
     inbox = page(client, users["compliance"], reverse("office:inbox"))
     assert inbox.status_code == 200
-    assert "can read conversations but not act on them" in inbox.content.decode()
+    assert "can read conversations and the queue but not act on them" in inbox.content.decode()
+    assert 'id="claim-next"' not in inbox.content.decode()
     detail = client.get(reverse("office:conversation", args=[conversation.pk]))
     assert detail.status_code == 200
     body = detail.content.decode()
@@ -145,7 +147,7 @@ def test_compliance_reads_everything_and_changes_nothing(client, users, escalate
 def test_workers_see_the_queue_and_the_conversation(client, users, who, escalated):
     inbox = page(client, users[who], reverse("office:inbox"))
     assert inbox.status_code == 200
-    assert [i.subject_id for i in inbox.context["escalations"]] == [str(escalated.pk)]
+    assert [r["item"].subject_id for r in inbox.context["queue"]] == [str(escalated.pk)]
     assert [c.pk for c in inbox.context["live"]] == [escalated.pk]
     content = inbox.content.decode()
     assert reverse("office:conversation", args=[escalated.pk]) in content
@@ -161,7 +163,7 @@ def test_agent_of_another_team_cannot_see_or_touch_the_conversation(client, bill
     conversation, pending_refund = escalated_with_refund
     inbox = page(client, billing_agent, reverse("office:inbox"))
     assert inbox.status_code == 200
-    assert inbox.context["escalations"] == [] and inbox.context["approvals"] == [] and inbox.context["live"] == []
+    assert inbox.context["queue"] == [] and inbox.context["live"] == []
     assert str(conversation.pk) not in inbox.content.decode()
     assert client.get(reverse("office:conversation", args=[conversation.pk])).status_code == 404
 
@@ -256,7 +258,7 @@ def test_second_agent_cannot_take_over_a_handled_conversation(client, users, esc
 
 def test_approval_is_listed_and_offered(client, users, pending_refund, customer_conversation):
     inbox = page(client, users["agent"], reverse("office:inbox"))
-    [item] = inbox.context["approvals"]
+    [item] = [r["item"] for r in inbox.context["queue"] if r["item"].kind == ItemKind.ACTION_APPROVAL]
     assert item.subject_id == str(pending_refund.pk)
     assert "Issue a refund" in inbox.content.decode()
     detail = client.get(reverse("office:conversation", args=[customer_conversation.pk]))
@@ -368,9 +370,9 @@ def _escalate_new_conversations(n: int) -> list[Conversation]:
     return conversations
 
 
-# The session, the user, their roles, the review items (with team and claimer), the live
-# conversations (with contact and agent).
-INBOX_QUERIES = 5
+# The session, the user, their roles, their teams, the queue's items (with team and claimer),
+# the queue's counts, the live conversations (with contact and agent), escalation accuracy.
+INBOX_QUERIES = 8
 
 
 @pytest.mark.parametrize("escalations", [1, 5])
@@ -387,17 +389,19 @@ def test_inbox_query_count_does_not_grow_with_the_queue(client, users, escalatio
     with django_assert_num_queries(INBOX_QUERIES):
         response = client.get(reverse("office:inbox"))
     assert response.status_code == 200
-    assert len(response.context["escalations"]) == escalations
+    assert len(response.context["queue"]) == escalations
     assert len(response.context["live"]) == escalations
     content = response.content.decode()
-    assert "Handled by Sam" in content and "Picked up by Sam" in content
+    assert "Handled by Sam" in content and '<span class="q-claimed">Sam</span>' in content
 
 
-# The session, the user, their roles, the conversation (with contact and agent), its action
-# runs, their open approval items, the messages (with authors), the turns (with versions),
-# the escalation item, the collections the agent may add curated answers to, and the curated
-# answers saved from the conversation.
-CONVERSATION_QUERIES = 11
+# The session, the user, their roles, their teams, the queue's items and counts, the
+# conversation (with contact and agent), its action runs and their approvals, their open
+# approval items, the messages (with authors), the turns (with versions), the escalation item,
+# the collections the agent may add curated answers to (shared by the flag forms), the curated
+# answers saved from the conversation, and the actions an agent may propose. (Customer details
+# and suggested steps load separately, after the page.)
+CONVERSATION_QUERIES = 16
 
 
 @pytest.mark.parametrize("extra_turns", [0, 3])

@@ -62,7 +62,7 @@ class ChatFlowsTest(ChannelsLiveServerTestCase):
         agent.get_by_label("Username").fill(username)
         agent.get_by_label("Password").fill(f"tandem-{username}")
         agent.get_by_role("button", name="Sign in").click()
-        expect(agent.get_by_role("heading", name="Inbox", level=1)).to_be_visible()
+        expect(agent.get_by_role("heading", name="Queue", exact=True)).to_be_visible()
         return agent
 
     def conversation_id(self) -> str:
@@ -96,11 +96,11 @@ class ChatFlowsTest(ChannelsLiveServerTestCase):
         expect(page.get_by_role("button", name="Talk to a person")).to_be_hidden()
 
         agent = self.agent_page()
-        waiting = agent.get_by_role("region", name="Waiting for a person")
-        item = waiting.get_by_role("link", name=re.compile("Customer asked for a person"))
+        queue = agent.get_by_role("complementary", name="Queue")
+        item = queue.get_by_role("link", name=re.compile("Customer asked for a person"))
         expect(item).to_have_attribute("href", f"/office/conversations/{self.conversation_id()}/")
         item.click()
-        expect(agent.get_by_role("heading", name="Transcript")).to_be_visible()
+        expect(agent.get_by_role("list", name="Transcript")).to_be_visible()
         expect(agent.locator("#transcript")).to_contain_text("I want to talk to a person")
 
         agent.get_by_role("button", name="Take over").click()
@@ -119,7 +119,9 @@ class ChatFlowsTest(ChannelsLiveServerTestCase):
         expect(strip).to_contain_text("You're chatting with Alex from our team.")
         expect(agent.locator("#transcript")).to_contain_text("Hello, I'm Alex. How can I help?")
 
-        agent.get_by_role("button", name="Hand back to AI").click()
+        agent.get_by_text("Hand back to AI").click()
+        agent.locator("#ctl-handback").get_by_label("Yes").check()
+        agent.get_by_role("button", name="Hand back", exact=True).click()
         expect(agent.get_by_text("Handed back to the assistant.")).to_be_visible()
         expect(page.get_by_text("You're back with the assistant.")).to_be_visible()
         expect(strip).to_be_hidden()
@@ -137,8 +139,8 @@ class ChatFlowsTest(ChannelsLiveServerTestCase):
         expect(pending.get_by_text("Sent for approval")).to_be_visible()
 
         agent = self.agent_page()
-        approvals = agent.get_by_role("region", name="Approvals")
-        approvals.get_by_role("link", name=re.compile("Issue a refund")).click()
+        queue = agent.get_by_role("complementary", name="Queue")
+        queue.get_by_role("link", name=re.compile("Issue a refund")).click()
         run = agent.get_by_role("article", name="Issue a refund")
         expect(run).to_contain_text("Awaiting approval")
         expect(run).to_contain_text("BW-10003")
@@ -171,11 +173,13 @@ class ChatFlowsTest(ChannelsLiveServerTestCase):
         self.say("How long does delivery take in Germany?")
         first = self.conversation_id()
 
-        # Agents see the conversations of their team's queue; supervisors see every one.
-        agent = self.agent_page("supervisor")
+        # Agents and supervisors see the conversations of their teams' queues; administrators
+        # and compliance officers see every one (this one was never escalated).
+        agent = self.agent_page("admin")
         agent.goto(f"{self.live_server_url}/office/conversations/{first}/")
-        agent.get_by_label("Resolution").select_option("resolved")
-        agent.get_by_role("button", name="Close").click()
+        agent.get_by_text("Close conversation").click()
+        agent.get_by_label("Resolution").select_option("answered")
+        agent.get_by_role("button", name="Close", exact=True).click()
         expect(agent.get_by_text("Conversation closed.")).to_be_visible()
 
         expect(page.get_by_text("This conversation has been closed.")).to_be_visible()
