@@ -28,7 +28,7 @@ from convo.models import (
 from governance.permissions import can_work_conversations
 from governance.services import audit_event_record
 from review.models import ItemKind, ReviewItem
-from review.services import review_item_open, review_items_resolve_for_subject
+from review.services import review_claims_renew_for_subject, review_item_open, review_items_resolve_for_subject
 
 TOKEN_SALT = "tandem.conversation"  # noqa: S105 (a signing salt, not a secret)
 SUBJECT_TYPE = "convo.conversation"
@@ -224,6 +224,7 @@ def agent_reply(*, conversation_id, agent, text) -> Message:
         if conversation.status != ConversationStatus.HUMAN or conversation.assigned_agent_id != agent.pk:
             raise NotAllowed("Take over the conversation before replying.")
         message = message_append(conversation=conversation, role=Role.AGENT, text=text, author=agent)
+        review_claims_renew_for_subject(subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk), actor=agent)
         audit_event_record(actor=agent, action="conversation.agent_replied", target=conversation,
                            data={"message": str(message.pk)})
     return message

@@ -102,6 +102,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "can_work": can_work_conversations(user),
         "sees_all": sees_every_queue(user),
         "accuracy": escalation_accuracy(user=user, since=timezone.now() - timedelta(days=30)),
+        "claim_minutes": settings.REVIEW_CLAIM_TTL_MINUTES,
     })
 
 

@@ -289,8 +289,17 @@ def review_claim_renew(*, item_id, actor) -> ReviewItem:
     return item
 
 
+def review_claims_renew_for_subject(*, subject_type: str, subject_id: str, actor) -> int:
+    """Extend the actor's live claims on a subject's items (called as they work on it, e.g.
+    with every reply), so a claim lapses only when its holder stops working. Not a transition:
+    versions stay. Runs in the caller's transaction."""
+    return ReviewItem.objects.filter(subject_type=subject_type, subject_id=subject_id, status=ItemStatus.CLAIMED,
+                                     claimed_by=actor).update(claim_expires_at=timezone.now() + claim_ttl())
+
+
 __all__ = [
     "review_item_open", "review_item_claim", "review_item_claim_next", "review_item_release",
     "review_item_resolve", "review_items_resolve_for_subject", "review_item_needed_human_set",
     "review_claims_release_expired", "review_sla_breaches_escalate", "review_claim_renew",
+    "review_claims_renew_for_subject",
 ]

@@ -427,3 +427,25 @@ def test_conversation_page_query_count_does_not_grow_with_turns(client, users, s
     assert len([e for e in transcript if e["turn"]]) == 3 + extra_turns
     assert [e["message"].role for e in transcript][-1] == Role.AGENT
     assert len(response.context["runs"]) == 1 + (extra_turns > 1)  # the order lookup is a run too
+
+
+def test_replying_keeps_the_agents_claim_alive(users, escalated):
+    """A claim lapses when its holder stops working, not while they are replying."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from convo.services import agent_reply, conversation_takeover
+    from review.services import review_item_claim
+
+    agent = users["agent"]
+    item = ReviewItem.objects.get(kind=ItemKind.ESCALATION, subject_id=str(escalated.pk))
+    review_item_claim(item_id=item.pk, actor=agent)
+    conversation_takeover(conversation_id=escalated.pk, agent=agent)
+    soon = timezone.now() + timedelta(minutes=1)
+    ReviewItem.objects.filter(pk=item.pk).update(claim_expires_at=soon)
+    version = ReviewItem.objects.get(pk=item.pk).version
+    agent_reply(conversation_id=escalated.pk, agent=agent, text="Still on it.")
+    item.refresh_from_db()
+    assert item.claim_expires_at > soon + timedelta(minutes=20)
+    assert (item.status, item.claimed_by, item.version) == (ItemStatus.CLAIMED, agent, version)
