@@ -430,7 +430,8 @@ def action_propose(request, conversation_id):
                                    action_name=request.POST.get("action", ""),
                                    params_text=request.POST.get("params", ""), token=request.POST.get("token", ""))
         if run.status == RunStatus.AWAITING_APPROVAL:
-            flash.success(request, f"Proposed. {run.approval_progress.capitalize() or 'An approval'} needed from "
+            missing = run.approvals_missing
+            flash.success(request, f"Proposed. {missing} approval{'s' if missing != 1 else ''} needed from "
                                    f"colleagues: you cannot approve your own proposal.")
         else:
             flash.success(request, "Proposed and approved by policy. The action is running.")

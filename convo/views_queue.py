@@ -49,8 +49,11 @@ def queue_context(request: HttpRequest, *, current_item_ids=(), current_conversa
     rows = []
     for item in items:
         link = item_link(item)
+        # The tab stays when an item is opened; the filter goes before the link's anchor.
+        base, hash_, anchor = link.partition("#")
+        href = f"{base}?kind={kind}{hash_}{anchor}" if link and kinds else link
         rows.append({
-            "item": item, "link": link,
+            "item": item, "link": link, "href": href,
             "current": str(item.pk) in current or (current_conversation_id is not None and str(
                 item.data.get("conversation_id") or item.subject_id) == str(current_conversation_id)),
             "breached": bool(item.sla_due_at and item.sla_due_at < now),
