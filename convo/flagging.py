@@ -13,12 +13,11 @@ One flag makes three things, linked by id:
 
 The assistant message keeps ``data["flag"]`` so the workspace can show "Flagged" on it.
 
-Transactions: ``curated_answer_save`` embeds the answer outside any transaction and then opens
-its own durable one, so it cannot run inside ours. Everything that can refuse the flag is
-checked first, without writing; then the curated answer is saved; then one durable
-transaction opens and resolves the item, records the case and the audit event and marks the
-message. If that last step fails, the saved curated answer stays (it is a correct answer), and
-flagging again reuses it (the same text is never stored twice).
+Transactions: everything that can refuse the flag is checked first, without writing, and the
+correct answer is embedded (``curated_answer_prepare``, slow, outside any transaction); then
+one durable transaction opens the item, stores the curated answer (``curated_answer_store``,
+recording the item as its source), records the case, resolves the item, marks the message and
+writes the audit event. Either all of it commits or none of it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from convo.selectors import conversation_get_for_user
 from governance.models import EvaluationCase, EvaluationCategory
 from governance.permissions import can_work_conversations
 from governance.services import audit_event_record
-from knowledge.curated import CuratedAnswerInvalid, curated_answer_clean, curated_answer_save
+from knowledge.curated import CuratedAnswerInvalid, curated_answer_clean, curated_answer_prepare, curated_answer_store
 from knowledge.models import Collection, Document
 from knowledge.permissions import Action, actions_on
 from review.models import EscalationReason, ItemKind, ReviewItem, Team
@@ -181,9 +180,9 @@ def ai_answer_flag(*, message_id, actor, category: str, correct_answer: str, col
         raise PermissionDenied("You may not flag answers: you work in no team's queue.")
 
     conversation_id = str(message.conversation_id)
-    # Its own durable transaction, embedding first (see the module docstring).
-    document, document_changed = curated_answer_save(collection=collection, question=question, answer=answer,
-                                                     actor=actor, conversation_id=conversation_id)
+    # Embedding first, outside the transaction (see the module docstring).
+    draft = curated_answer_prepare(collection=collection, question=question, answer=answer, actor=actor,
+                                   conversation_id=conversation_id)
 
     with transaction.atomic(durable=True):
         locked = Message.objects.select_for_update().get(pk=message.pk)
@@ -194,9 +193,11 @@ def ai_answer_flag(*, message_id, actor, category: str, correct_answer: str, col
             title=f"Flagged: {_clip(question, 180)}", summary=note,
             reason=EscalationReason.SAFETY_FLAG if category == EvaluationCategory.UNSAFE else "",
             data={"category": category, "conversation_id": conversation_id, "note": note,
-                  "curated_document": str(document.pk), "collection": str(collection.pk)},
+                  "collection": str(collection.pk)},
             team=team, actor=actor,
         )
+        # The answer records the item as its source; the case and the message record the answer.
+        document, document_changed = curated_answer_store(draft, source_review_item=item)
         # Governance is the lowest layer and has no service for this yet: the case is written
         # here, in the same transaction as the rest of the flag.
         case = EvaluationCase.objects.create(

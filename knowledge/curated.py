@@ -20,6 +20,7 @@ Where an answer came from is kept in its labels (``Document.metadata``): ``conve
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -89,19 +90,29 @@ def _new_slug(question: str) -> str:
             return slug
 
 
-def curated_answer_save(*, collection: Collection, question: str, answer: str, actor,
-                        source_review_item=None, document: Document | None = None,
-                        conversation_id: str = "") -> tuple[Document, bool]:
-    """Create a curated answer in ``collection``, or with ``document`` give one a new version.
+@dataclass
+class CuratedDraft:
+    """A curated answer checked and embedded, ready to be stored in a transaction."""
 
-    ``actor`` must be allowed to edit the collection (``PermissionDenied`` otherwise). Without
-    publish permission a new answer is stored unpublished, and a live one cannot be changed.
-    ``source_review_item`` and ``conversation_id`` record where a new answer came from.
-    Returns (document, changed); the same text again changes nothing (and a new answer with
-    the text of one already in the collection returns that one).
+    collection: Collection
+    question: str
+    actor: object
+    may_publish: bool
+    live_refusal: str
+    document: Document | None = None
+    conversation_id: str = ""
+    prepared: object = None  # from _document_prepare; None when nothing is to be stored
+    unchanged: Document | None = None  # the answer as it already is: nothing to store
+
+
+def curated_answer_prepare(*, collection: Collection, question: str, answer: str, actor,
+                           document: Document | None = None, conversation_id: str = "") -> CuratedDraft:
+    """Check and embed a curated answer without writing anything (embedding takes a while, so
+    it stays outside any transaction). ``curated_answer_store`` then stores it.
 
     Raises ``CuratedAnswerInvalid`` (with per-field errors) for a question outside
-    ``QUESTION_CHARS`` or an answer outside ``ANSWER_CHARS``."""
+    ``QUESTION_CHARS`` or an answer outside ``ANSWER_CHARS``, and ``PermissionDenied`` when
+    ``actor`` may not edit the collection (or change a live answer)."""
     question, answer = curated_answer_clean(question=question, answer=answer)
     if document is not None:
         if document.kind != DocumentKind.CURATED:
@@ -115,6 +126,8 @@ def curated_answer_save(*, collection: Collection, question: str, answer: str, a
     live_refusal = f"This answer is live; only someone who may publish in “{collection.name}” can change it."
     if document is not None and document.published and not may_publish:
         raise PermissionDenied(live_refusal)
+    draft = CuratedDraft(collection=collection, question=question, actor=actor, may_publish=may_publish,
+                         live_refusal=live_refusal, document=document, conversation_id=str(conversation_id or ""))
 
     body = curated_answer_body(question=question, answer=answer)
     if document is None:
@@ -122,42 +135,72 @@ def curated_answer_save(*, collection: Collection, question: str, answer: str, a
         existing = Document.objects.filter(collection=collection, kind=DocumentKind.CURATED,
                                            checksum=_checksum(body)).first()
         if existing is not None:
-            return existing, False
+            draft.unchanged = existing
+            return draft
     elif document.checksum == _checksum(body):
-        return document, False  # nothing to embed
+        draft.unchanged = document  # nothing to embed
+        return draft
     slug = document.slug if document is not None else _new_slug(question)
+    try:
+        draft.prepared = _document_prepare(collection=collection, slug=slug, body=body, title=question,
+                                           url=_url_for(collection, slug))
+    except IngestionError:
+        raise CuratedAnswerInvalid({"answer": "The answer has no text to index."}) from None
+    return draft
+
+
+def curated_answer_store(draft: CuratedDraft, *, source_review_item=None) -> tuple[Document, bool]:
+    """Store a prepared curated answer, in the caller's transaction (so that, e.g., a flagged
+    answer's curated answer, review item and evaluation case commit together).
+    ``source_review_item`` records, on a new answer, the review it came from."""
+    if draft.unchanged is not None:
+        return draft.unchanged, False
+    collection, document = draft.collection, draft.document
     metadata = None
     if document is None:
         metadata = {}
-        if conversation_id:
-            metadata["conversation"] = str(conversation_id)
+        if draft.conversation_id:
+            metadata["conversation"] = draft.conversation_id
         if source_review_item is not None:
             metadata["source"] = f"review:{source_review_item.pk}"
-    try:
-        # Embedding takes a while: outside the transaction, as for uploaded files.
-        prepared = _document_prepare(collection=collection, slug=slug, body=body, title=question,
-                                     url=_url_for(collection, slug))
-    except IngestionError:
-        raise CuratedAnswerInvalid({"answer": "The answer has no text to index."}) from None
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         if document is not None:
             current = Document.objects.select_for_update().get(pk=document.pk)
-            if current.published and not may_publish:  # published meanwhile
-                raise PermissionDenied(live_refusal)
-        stored, changed = _document_store(collection=collection, prepared=prepared, actor=actor,
+            if current.published and not draft.may_publish:  # published meanwhile
+                raise PermissionDenied(draft.live_refusal)
+        stored, changed = _document_store(collection=collection, prepared=draft.prepared, actor=draft.actor,
                                           source_name="curated answer", source_kind=DocumentKind.CURATED,
-                                          metadata=metadata, publish=may_publish)
+                                          metadata=metadata, publish=draft.may_publish)
         if stored.kind != DocumentKind.CURATED:
             stored.kind = DocumentKind.CURATED
             stored.save(update_fields=["kind", "updated_at"])
         if changed:
             audit_event_record(
-                actor=actor, action="knowledge.curated_answer_saved", target=stored,
-                data={"collection": str(collection.pk), "version": stored.version, "question": question,
+                actor=draft.actor, action="knowledge.curated_answer_saved", target=stored,
+                data={"collection": str(collection.pk), "version": stored.version, "question": draft.question,
                       "published": stored.published, "conversation": stored.metadata.get("conversation", ""),
                       "source": stored.metadata.get("source", "")},
             )
     return stored, changed
+
+
+def curated_answer_save(*, collection: Collection, question: str, answer: str, actor,
+                        source_review_item=None, document: Document | None = None,
+                        conversation_id: str = "") -> tuple[Document, bool]:
+    """Create a curated answer in ``collection``, or with ``document`` give one a new version.
+
+    ``actor`` must be allowed to edit the collection (``PermissionDenied`` otherwise). Without
+    publish permission a new answer is stored unpublished, and a live one cannot be changed.
+    ``source_review_item`` and ``conversation_id`` record where a new answer came from.
+    Returns (document, changed); the same text again changes nothing (and a new answer with
+    the text of one already in the collection returns that one).
+
+    Raises ``CuratedAnswerInvalid`` (with per-field errors) for a question outside
+    ``QUESTION_CHARS`` or an answer outside ``ANSWER_CHARS``."""
+    draft = curated_answer_prepare(collection=collection, question=question, answer=answer, actor=actor,
+                                   document=document, conversation_id=conversation_id)
+    with transaction.atomic(durable=True):
+        return curated_answer_store(draft, source_review_item=source_review_item)
 
 
 # --- reads ------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ def test_supervisor_flags_an_answer_and_the_next_customer_gets_the_correction(
     assert result.document_changed and result.published
     assert (document.kind, document.collection, document.title) == (DocumentKind.CURATED, curated, QUESTION)
     assert curated_answer_text(document.body) == ANSWER
-    assert document.metadata == {"conversation": str(customer_conversation.pk)}
+    item = ReviewItem.objects.get(kind=ItemKind.FLAGGED_ANSWER)
+    assert document.metadata == {"conversation": str(customer_conversation.pk), "source": f"review:{item.pk}"}
 
     # The evaluation case, with the versions that gave the bad answer.
     case = EvaluationCase.objects.get()
@@ -105,8 +106,7 @@ def test_supervisor_flags_an_answer_and_the_next_customer_gets_the_correction(
     assert item.title == f"Flagged: {QUESTION}"
     assert item.team == Team.objects.get(name="Support")
     assert item.data == {"category": "incomplete", "conversation_id": str(customer_conversation.pk),
-                         "note": "The winter sale adds a day.", "curated_document": str(document.pk),
-                         "collection": str(curated.pk)}
+                         "note": "The winter sale adds a day.", "collection": str(curated.pk)}
     assert list(item.events.order_by("created_at").values_list("kind", "actor")) == [
         ("opened", supervisor.pk), ("resolved", supervisor.pk)]
 
