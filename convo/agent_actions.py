@@ -38,7 +38,7 @@ def agent_action_propose(*, conversation_id, agent, action_name: str, params_tex
 
     ``token`` comes from the form, so a double submit returns the first proposal. Raises
     InvalidParameters (bad JSON, unknown action, schema errors), NotAllowed, ConversationClosed."""
-    from integrations.tasks import execute_action_run
+    from integrations.tasks import execute_action_run_enqueue
 
     if not can_work_conversations(agent):
         raise NotAllowed("Only agents can propose actions.")
@@ -77,5 +77,5 @@ def agent_action_propose(*, conversation_id, agent, action_name: str, params_tex
                 actor=agent,
             )
         elif run.status == RunStatus.APPROVED:
-            transaction.on_commit(lambda: execute_action_run.delay(str(run.pk)))
+            execute_action_run_enqueue(run.pk)
     return run

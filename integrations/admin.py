@@ -1,21 +1,176 @@
-from django.contrib import admin
-from django.db.models import Q
+from datetime import timedelta
 
-from integrations.models import ActionApproval, ActionDefinition, ActionRun, ActionRunEvent, Connector
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Aggregate, Count, FilteredRelation, FloatField, Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from integrations.models import ActionApproval, ActionDefinition, ActionRun, ActionRunEvent, AuthKind, Connector
 from integrations.selectors import APPROVALS_PREFETCH
+from integrations.services import connector_secret_update, connector_test
+
+HEALTH_WINDOW = timedelta(hours=1)
+
+
+class Percentile(Aggregate):
+    """PostgreSQL ``percentile_cont(p) WITHIN GROUP (ORDER BY expr)``; ``p`` is a constant of ours."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, percentile: float, **extra):
+        super().__init__(expression, percentile=float(percentile), **extra)
+
+
+class ConnectorAdminForm(forms.ModelForm):
+    """The secret is write-only: the field is never filled in, empty keeps the stored one."""
+
+    secret = forms.CharField(
+        required=False, strip=False, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Bearer token, basic password, HMAC key or OAuth2 client secret, stored encrypted. Never "
+                  "shown again; leave empty to keep the stored one.")
+    clear_secret = forms.BooleanField(required=False, label="Remove the stored secret")
+
+    class Meta:
+        model = Connector
+        fields = ("name", "base_url", "base_url_env", "auth", "secret_env", "username", "oauth_token_url",
+                  "oauth_client_id", "oauth_scope", "extra_headers", "timeout_s", "verify_tls", "health_path")
+
+    def clean(self):
+        cleaned = super().clean()
+        secret, clear = cleaned.get("secret") or "", cleaned.get("clear_secret")
+        if secret and clear:
+            raise forms.ValidationError("Enter a new secret or remove the stored one, not both.")
+        stored_after = bool(secret) or (bool(self.instance.secret_encrypted) and not clear)
+        if cleaned.get("secret_env") and stored_after:
+            raise forms.ValidationError("Name an environment variable or store a secret, not both "
+                                        "(tick “Remove the stored secret” to use the variable).")
+        if cleaned.get("auth", AuthKind.NONE) != AuthKind.NONE and not (cleaned.get("secret_env") or stored_after):
+            self.add_error("secret", "This authentication needs a secret: store one here or name its "
+                                     "environment variable.")
+        return cleaned
 
 
 @admin.register(Connector)
 class ConnectorAdmin(admin.ModelAdmin):
-    list_display = ("name", "base_url", "base_url_env", "auth", "timeout_s")
+    form = ConnectorAdminForm
+    list_display = ("name", "base_url", "base_url_env", "auth", "tls", "calls_1h", "error_rate_1h", "p95_ms_1h")
+    list_filter = ("auth", "verify_tls")
+    search_fields = ("name",)
+    readonly_fields = ("stored_secret",)
+    # The list's count runs over the annotated queryset; no second, unfiltered count is needed.
+    show_full_result_count = False
+    fieldsets = (
+        (None, {"fields": ("name", "base_url", "base_url_env", "timeout_s", "verify_tls", "health_path")}),
+        ("Authentication", {"fields": ("auth", "secret_env", "stored_secret", "secret", "clear_secret", "username",
+                                       "oauth_token_url", "oauth_client_id", "oauth_scope")}),
+        ("Headers", {"fields": ("extra_headers",)}),
+    )
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        match = request.resolver_match
+        if match is None or not match.url_name or not match.url_name.endswith("_changelist"):
+            return qs
+        # Health over the last hour for the whole page in the list query itself: the window is
+        # in the join condition, so the (connector, created_at) index finds the rows.
+        since = timezone.now() - HEALTH_WINDOW
+        return qs.annotate(recent=FilteredRelation("calls", condition=Q(calls__created_at__gte=since))).annotate(
+            calls_recent=Count("recent"),
+            errors_recent=Count("recent", filter=~Q(recent__error_class="")),
+            p95_recent=Percentile("recent__latency_ms", 0.95),
+        )
+
+    @admin.display(description="TLS", ordering="verify_tls")
+    def tls(self, obj: Connector) -> str:
+        if obj.verify_tls:
+            return "verified"
+        return format_html('<strong style="color:#ba2121">{}</strong>', "⚠ not verified")
+
+    @admin.display(description="Calls (1 h)", ordering="calls_recent")
+    def calls_1h(self, obj: Connector) -> int:
+        return obj.calls_recent
+
+    @admin.display(description="Errors (1 h)", ordering="errors_recent")
+    def error_rate_1h(self, obj: Connector) -> str:
+        if not obj.calls_recent:
+            return "–"
+        return f"{100 * obj.errors_recent / obj.calls_recent:.0f}%"
+
+    @admin.display(description="p95 latency (1 h)", ordering="p95_recent")
+    def p95_ms_1h(self, obj: Connector) -> str:
+        return "–" if obj.p95_recent is None else f"{obj.p95_recent:.0f} ms"
+
+    @admin.display(description="Stored secret")
+    def stored_secret(self, obj: Connector) -> str:
+        if obj is None or not obj.pk:
+            return "–"
+        if obj.secret_encrypted:
+            return "A secret is stored (encrypted, never shown)."
+        return f"From the environment variable {obj.secret_env}." if obj.secret_env else "None."
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Inside the admin's transaction: the secret changes (and is audited) with the rest.
+        connector_secret_update(actor=request.user, connector_id=obj.pk, secret=form.cleaned_data.get("secret") or "",
+                                clear=bool(form.cleaned_data.get("clear_secret")))
+        obj.refresh_from_db(fields=["secret_encrypted"])
+
+    def get_urls(self):
+        return [
+            path("<uuid:object_id>/test-connection/", self.admin_site.admin_view(self.test_connection_view),
+                 name="integrations_connector_test"),
+            *super().get_urls(),
+        ]
+
+    def test_connection_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        connector = get_object_or_404(Connector, pk=object_id)
+        if not self.has_change_permission(request, connector):
+            raise PermissionDenied
+        result = connector_test(connector_id=connector.pk, actor=request.user)
+        if result.ok:
+            messages.success(request, f"Connection test of {connector.name}: {connector.health_path} answered "
+                                      f"HTTP {result.status} in {result.latency_ms} ms.")
+        else:
+            status = f"HTTP {result.status}, " if result.status else ""
+            messages.error(request, f"Connection test failed ({status}{result.latency_ms} ms): {result.error}")
+        return HttpResponseRedirect(reverse("admin:integrations_connector_change", args=[connector.pk]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["tls_off"] = obj is not None and not obj.verify_tls
+        context["can_test"] = obj is not None and self.has_change_permission(request, obj)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
 @admin.register(ActionDefinition)
 class ActionDefinitionAdmin(admin.ModelAdmin):
-    list_display = ("name", "title", "connector", "risk_level", "enabled")
+    """The JSON Schema, approval rule and compensation mapping are checked by
+    ``ActionDefinition.clean`` on save: an invalid one is a form error, nothing is stored."""
+
+    list_display = ("name", "title", "connector", "risk_level", "approval", "compensation_action", "enabled")
     list_filter = ("risk_level", "enabled", "connector")
-    list_select_related = ("connector",)
+    list_select_related = ("connector", "compensation_action")
     search_fields = ("name", "title")
+    autocomplete_fields = ("compensation_action",)
+    fieldsets = (
+        (None, {"fields": ("name", "title", "description", "enabled", "risk_level")}),
+        ("Call", {"fields": ("connector", "method", "path", "parameters_schema", "timeout_s")}),
+        ("Policy", {"fields": ("approval_rule", "max_attempts", "retry_backoff_s", "retry_backoff_max_s")}),
+        ("Compensation", {"fields": ("compensation_action", "compensation_params")}),
+        ("Conversation", {"fields": ("examples", "ask", "result_template")}),
+    )
+
+    @admin.display(description="Approval")
+    def approval(self, obj: ActionDefinition) -> str:
+        return (obj.approval_rule or {}).get("rule", "always")
 
 
 class ActionRunEventInline(admin.TabularInline):

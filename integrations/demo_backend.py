@@ -13,6 +13,8 @@ Endpoints (all JSON):
 * ``POST /refunds``                     issue a refund (needs ``Idempotency-Key``)
 * ``POST /orders/{order_id}/address``   change the delivery address (needs ``Idempotency-Key``)
 * ``GET  /accounts/{email}``            Trail Club account
+* ``GET  /_stats``                      read-only: effective executions per idempotency key
+                                        (replays not counted), for fault tests across processes
 
 Writes follow Stripe's idempotency semantics, because Tandem retries connector calls
 and must be able to prove that a retried refund never pays out twice: the first
@@ -545,6 +547,12 @@ class DemoBackend:
                 if method != "GET":
                     raise self._method_not_allowed("GET")
                 return HTTPStatus.OK, self._account_get(email), {}
+            case ["_stats"]:
+                if method != "GET":
+                    raise self._method_not_allowed("GET")
+                counts = self.execution_counts
+                return HTTPStatus.OK, {"execution_counts": counts, "keys": len(counts),
+                                       "executions": sum(counts.values())}, {}
         raise ApiError(HTTPStatus.NOT_FOUND, "not_found", f"No endpoint at {path}.")
 
     def _check_auth(self, headers: dict[str, str]) -> None:

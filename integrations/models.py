@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
+import jsonschema
 from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from config.models import BaseModel
@@ -14,20 +19,100 @@ from config.models import BaseModel
 class AuthKind(models.TextChoices):
     NONE = "none", "No authentication"
     BEARER = "bearer", "Bearer token"
+    BASIC = "basic", "Basic (user and password)"
+    HMAC = "hmac", "HMAC request signature"
+    OAUTH2 = "oauth2", "OAuth2 client credentials"
+
+
+# Headers the auth kind (or the idempotency contract) sets: extra headers may not override them.
+RESERVED_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "x-tandem-timestamp", "x-tandem-signature", "idempotency-key",
+    "host", "content-length", "cookie",
+})
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def validate_extra_headers(value) -> None:
+    """Extra headers: a JSON object of header name → string value, none of them an auth header."""
+    if not isinstance(value, dict):
+        raise ValidationError("Extra headers must be a JSON object of header name to value.")
+    for name, header_value in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValidationError(f"{name!r} is not a valid header name.")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValidationError(f"{name} is set by the connector's authentication or by Tandem; "
+                                  "it cannot be an extra header.")
+        if not isinstance(header_value, str):
+            raise ValidationError(f"The value of {name} must be a string.")
+        if "\r" in header_value or "\n" in header_value:
+            raise ValidationError(f"The value of {name} must be on one line.")
 
 
 class Connector(BaseModel):
-    """An HTTP/JSON backend. Secrets are read from the named environment variable, never stored."""
+    """An HTTP/JSON backend and how to authenticate to it.
+
+    The secret (bearer token, basic password, HMAC key or OAuth2 client secret) comes from the
+    environment variable named in ``secret_env`` or is stored Fernet-encrypted in
+    ``secret_encrypted`` (``integrations.connectors.secret_encrypt``); it is never shown back."""
 
     name = models.CharField(max_length=100, unique=True)
     base_url = models.CharField(max_length=500, blank=True, help_text="Used when base_url_env is unset")
     base_url_env = models.CharField(max_length=100, blank=True, help_text="Environment variable holding the base URL")
     auth = models.CharField(max_length=20, choices=AuthKind.choices, default=AuthKind.NONE)
     secret_env = models.CharField(max_length=100, blank=True, help_text="Environment variable holding the secret")
-    timeout_s = models.FloatField(default=5.0)
+    secret_encrypted = models.TextField(blank=True, editable=False,
+                                        help_text="The stored secret, Fernet-encrypted (TANDEM_FIELD_KEY)")
+    username = models.CharField(max_length=200, blank=True, help_text="User name for basic authentication")
+    oauth_token_url = models.CharField(max_length=500, blank=True, help_text="OAuth2 token endpoint")
+    oauth_client_id = models.CharField(max_length=200, blank=True)
+    oauth_scope = models.CharField(max_length=500, blank=True)
+    extra_headers = models.JSONField(default=dict, blank=True, validators=[validate_extra_headers],
+                                     help_text='Sent with every call, e.g. {"X-Tenant": "brightwater"}')
+    timeout_s = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+    verify_tls = models.BooleanField(default=True, help_text="Check the backend's TLS certificate (keep on)")
+    health_path = models.CharField(max_length=300, default="/health", help_text="Called by the connection test")
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_stored_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.auth == AuthKind.BASIC and not self.username:
+            errors["username"] = "Basic authentication needs a user name."
+        if self.auth == AuthKind.OAUTH2:
+            if not self.oauth_token_url.startswith(("http://", "https://")):
+                errors["oauth_token_url"] = "OAuth2 needs the token endpoint's http(s) URL."  # noqa: S105
+            if not self.oauth_client_id:
+                errors["oauth_client_id"] = "OAuth2 needs a client id."
+        if self.health_path and not self.health_path.startswith("/"):
+            errors["health_path"] = "The health path starts with /."
+        if errors:
+            raise ValidationError(errors)
+
+
+class ConnectorCall(BaseModel):
+    """One call to a connector, for its health figures (calls, error rate, p95 latency).
+
+    Only the path template is kept (``/orders/{order_id}``), never the filled path: that would
+    copy customers' data into a telemetry table. Pruned after 7 days."""
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="calls")
+    method = models.CharField(max_length=10)
+    path_template = models.CharField(max_length=300)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error_class = models.CharField(max_length=100, blank=True,
+                                   help_text="Empty when the call worked; e.g. ReadTimeout, HTTP 5xx, Unauthorized")
+
+    class Meta:
+        indexes = [models.Index(fields=["connector", "created_at"], name="connectorcall_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.connector_id} {self.method} {self.path_template} → {self.status_code or self.error_class}"
 
 
 class RiskLevel(models.TextChoices):
@@ -49,17 +134,59 @@ class ActionDefinition(BaseModel):
     risk_level = models.CharField(max_length=10, choices=RiskLevel.choices, default=RiskLevel.LOW)
     approval_rule = models.JSONField(
         default=dict,
-        help_text='{"rule": "never" | "always" | "above", "field", "threshold", "four_eyes_above"}; '
-                  'four_eyes_above (default: the ACTION_FOUR_EYES_ABOVE setting, null for never) is the value '
-                  'of the field above which two different people must approve')
+        help_text='{"rule": "never" | "always" | "above" | "param", "field", "threshold", "values", '
+                  '"four_eyes_above"}; "above": approval when the field is above the threshold; "param": '
+                  'approval when the field\'s value is one of "values"; four_eyes_above (default: the '
+                  'ACTION_FOUR_EYES_ABOVE setting, null for never) is the value of the field ("amount" for a '
+                  '"param" rule) above which two different people must approve')
     examples = models.JSONField(default=list, blank=True, help_text="Customer phrasings, for intent routing")
     ask = models.JSONField(default=dict, blank=True, help_text="Question to ask for each missing parameter")
     result_template = models.TextField(blank=True)
+    timeout_s = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.1)],
+                                  help_text="Seconds; empty: the connector's timeout")
     max_attempts = models.PositiveSmallIntegerField(default=4)
+    retry_backoff_s = models.FloatField(default=1.0, validators=[MinValueValidator(0)],
+                                        help_text="Wait before the first retry; doubled for each further one")
+    retry_backoff_max_s = models.FloatField(default=30.0, validators=[MinValueValidator(0)],
+                                            help_text="Longest wait between two attempts")
+    compensation_action = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="compensates",
+        help_text="The action that undoes this one (e.g. a refund reversal)")
+    compensation_params = models.JSONField(
+        default=dict, blank=True,
+        help_text='Parameters of the compensating run, each read from the original run: '
+                  '{"refund_id": "result.refund_id", "order_id": "params.order_id", "note": {"value": "reversal"}}')
     enabled = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return self.title
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.parameters_schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.path) or "the schema"
+            errors["parameters_schema"] = [f"Not a valid JSON Schema ({where}): {exc.message}"]
+        else:
+            if not isinstance(self.parameters_schema, dict) or self.parameters_schema.get("type") != "object":
+                errors["parameters_schema"] = ['The parameters must be a JSON Schema of "type": "object".']
+        properties = (self.parameters_schema.get("properties") or {}) if isinstance(self.parameters_schema, dict) else {}
+        rule_errors = approval_rule_errors(self.approval_rule, properties)
+        if rule_errors:
+            errors["approval_rule"] = rule_errors
+        if self.retry_backoff_s is not None and self.retry_backoff_max_s is not None \
+                and self.retry_backoff_max_s < self.retry_backoff_s:
+            errors["retry_backoff_max_s"] = ["The longest wait cannot be shorter than the first one."]
+        if self.compensation_action_id is not None and self.compensation_action_id == self.pk:
+            errors["compensation_action"] = ["An action cannot compensate itself."]
+        mapping_errors = compensation_params_errors(self.compensation_params)
+        if mapping_errors:
+            errors["compensation_params"] = mapping_errors
+        elif self.compensation_params and self.compensation_action_id is None:
+            errors["compensation_params"] = ["Choose the compensation action these parameters are for."]
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_read_only(self) -> bool:
@@ -75,9 +202,63 @@ class RunStatus(models.TextChoices):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    COMPENSATED = "compensated"
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED})
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED,
+                               RunStatus.COMPENSATED})
+
+APPROVAL_RULES = ("never", "always", "above", "param")
+_APPROVAL_RULE_KEYS = {"rule", "field", "threshold", "values", "four_eyes_above"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def approval_rule_errors(rule, properties: dict) -> list[str]:
+    """What is wrong with an approval rule (empty: nothing). ``properties``: the parameters'
+    schema properties, so a rule cannot name a parameter the action does not have."""
+    if not isinstance(rule, dict):
+        return ['The approval rule must be a JSON object such as {"rule": "always"}.']
+    errors = []
+    unknown = sorted(set(rule) - _APPROVAL_RULE_KEYS)
+    if unknown:
+        errors.append(f"Unknown key(s): {', '.join(unknown)}.")
+    kind = rule.get("rule", "always")
+    if kind not in APPROVAL_RULES:
+        return [*errors, f"rule must be one of {', '.join(APPROVAL_RULES)}, not {kind!r}."]
+    field = rule.get("field", "amount")
+    if kind in ("above", "param") or "field" in rule:
+        if not isinstance(field, str) or not field:
+            errors.append("field must name a parameter.")
+        elif properties and field not in properties:
+            errors.append(f"field {field!r} is not one of the action's parameters.")
+    if kind == "above" and not _is_number(rule.get("threshold")):
+        errors.append('"above" needs a numeric threshold.')
+    if kind == "param":
+        values = rule.get("values")
+        if not isinstance(values, list) or not values:
+            errors.append('"param" needs "values": a non-empty list of the values that need approval.')
+        elif not all(isinstance(v, str | int | float | bool) for v in values):
+            errors.append('"values" may hold only strings, numbers and booleans.')
+    if "four_eyes_above" in rule and rule["four_eyes_above"] is not None and not _is_number(rule["four_eyes_above"]):
+        errors.append("four_eyes_above must be a number or null.")
+    return errors
+
+
+def compensation_params_errors(mapping) -> list[str]:
+    """A compensation mapping is {parameter: "params.<path>" | "result.<path>" | {"value": literal}}."""
+    if not isinstance(mapping, dict):
+        return ["The compensation parameters must be a JSON object."]
+    errors = []
+    for name, source in mapping.items():
+        if isinstance(source, dict):
+            if set(source) != {"value"}:
+                errors.append(f"{name}: a literal is written {{\"value\": ...}}.")
+        elif not isinstance(source, str) or not re.fullmatch(r"(params|result)(\.[^.\s]+)+", source):
+            errors.append(f"{name}: read from \"params.<name>\" or \"result.<name>\" of the original run.")
+    return errors
 
 
 class ActionRun(BaseModel):
@@ -102,6 +283,9 @@ class ActionRun(BaseModel):
     error = models.TextField(blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    compensation_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="compensation_run",
+        help_text="The succeeded run this one undoes; when this run succeeds, that one becomes compensated")
 
     class Meta:
         indexes = [
@@ -190,3 +374,24 @@ class ActionRunEvent(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.run_id}: {self.from_status} → {self.to_status}"
+
+
+@checks.register()
+def field_key_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """TANDEM_FIELD_KEY must be a Fernet key; without it stored connector secrets use a key derived
+    from SECRET_KEY (rotating SECRET_KEY would then make them unreadable). Registered here, not in
+    apps.py, so that it travels with the encrypted field it protects."""
+    from integrations.connectors import field_key_status
+
+    status, detail = field_key_status()
+    if status == "invalid":
+        return [checks.Error(f"TANDEM_FIELD_KEY is not a valid Fernet key: {detail}",
+                             hint="Generate one: python -c 'from cryptography.fernet import Fernet; "
+                                  "print(Fernet.generate_key().decode())'", id="integrations.E001")]
+    if status == "derived":
+        return [checks.Warning(
+            "TANDEM_FIELD_KEY is unset and connector secrets are stored: they are encrypted with a key "
+            "derived from SECRET_KEY, so changing SECRET_KEY makes them unreadable.",
+            hint="Set TANDEM_FIELD_KEY to a Fernet key and save each stored secret again.",
+            id="integrations.W001")]
+    return []

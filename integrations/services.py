@@ -1,7 +1,8 @@
 """Writes of the integrations app: proposing, approving and executing action runs.
 
 State machine: proposed → awaiting_approval → approved → executing → succeeded / failed,
-or → rejected / expired. Every transition writes an ActionRunEvent and an audit event.
+or → rejected / expired; a succeeded run whose compensating run succeeded → compensated
+(``action_run_compensate``). Every transition writes an ActionRunEvent and an audit event.
 
 Approvals: a run awaiting approval needs ``approvals_required`` approvals (``ActionApproval``
 rows) by different people, never by the person who proposed it; two ("four eyes") when its
@@ -14,6 +15,7 @@ counts as the editor's approval of the new ones.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import jsonschema
 from django.conf import settings
@@ -21,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.services import audit_event_record
-from integrations.connectors import connector_call
+from integrations.connectors import ProbeResult, connector_call, connector_probe, oauth_tokens_forget
 from integrations.exceptions import (
     ActionStateError,
     ApprovalRefused,
@@ -37,6 +39,8 @@ from integrations.models import (
     ActionDefinition,
     ActionRun,
     ActionRunEvent,
+    Connector,
+    ConnectorCall,
     RunStatus,
 )
 from integrations.registry import run_settled_handlers
@@ -68,6 +72,9 @@ def approval_required(*, action: ActionDefinition, params: dict) -> bool:
             return float(value) > float(action.approval_rule.get("threshold", 0))
         except (TypeError, ValueError):
             return True
+    if rule == "param":
+        return _param_value_listed(params.get(action.approval_rule.get("field", "")),
+                                   action.approval_rule.get("values") or [])
     return True
 
 
@@ -78,7 +85,8 @@ def four_eyes_required(*, action: ActionDefinition, params: dict) -> bool:
     threshold = rule["four_eyes_above"] if "four_eyes_above" in rule else settings.ACTION_FOUR_EYES_ABOVE
     if threshold is None:
         return False
-    value = params.get(rule.get("field", "amount"))
+    # A "param" rule's field is the listed parameter (e.g. a reason), not an amount.
+    value = params.get("amount" if rule.get("rule") == "param" else rule.get("field", "amount"))
     if value is None:  # the action has no such field (e.g. an address change)
         return False
     try:
@@ -165,8 +173,9 @@ def action_run_approve(*, run_id, actor, params: dict | None = None, expected_pa
     approved and its execution queued after commit; otherwise it stays awaiting approval.
 
     Refusals (ActionStateError and its ApprovalRefused kinds, InvalidParameters) change nothing.
-    Runs in the caller's transaction when there is one (convo's view adds its review item)."""
-    from integrations.tasks import execute_action_run
+    Runs in the caller's transaction when there is one (convo's view adds its review item);
+    the execution is queued through the outbox in that transaction, so it runs iff it commits."""
+    from integrations.tasks import execute_action_run_enqueue
 
     if actor is None or not getattr(actor, "is_authenticated", False):
         raise ApprovalRefused("Only a signed-in person can approve an action.")
@@ -210,7 +219,7 @@ def action_run_approve(*, run_id, actor, params: dict | None = None, expected_pa
         run.approved_by = actor
         _transition(run, RunStatus.APPROVED, actor=actor, data=data)
         run.save(update_fields=["status", "params", "approvals_required", "approved_by", "updated_at"])
-        transaction.on_commit(lambda: execute_action_run.delay(str(run.pk)))
+        execute_action_run_enqueue(run.pk)
     return run
 
 
@@ -251,7 +260,8 @@ def action_run_execute(*, run_id, final_attempt: bool = True) -> ActionRun:
     action = run.action
     try:
         status, payload = connector_call(connector=action.connector, method=action.method, path_template=action.path,
-                                         params=run.params, idempotency_key=run.idempotency_key)
+                                         params=run.params, idempotency_key=run.idempotency_key,
+                                         timeout=action.timeout_s)
     except ConnectorError as exc:
         if exc.retryable and not final_attempt:
             logger.warning("action run %s attempt %s failed, will retry: %s", run.pk, run.attempts, exc)
@@ -270,5 +280,157 @@ def _settle(run_id, *, ok: bool, result: dict, http_status: int | None, error: s
         _transition(run, RunStatus.SUCCEEDED if ok else RunStatus.FAILED, actor_label="worker",
                     data={"http_status": http_status, "error": error})
         run.save(update_fields=["status", "result", "http_status", "error", "finished_at", "updated_at"])
+        if ok and run.compensation_of_id is not None:
+            _compensated_mark(run)
         _notify_settled(run.pk)
     return run
+
+
+# --- Action catalogue: approval by parameter, retry policy -----------------------------------
+
+def _param_value_listed(value, values: list) -> bool:
+    """The "param" approval rule: is the parameter's value one of the listed ones? Strings
+    compare without case or surrounding spaces ("Damaged" is "damaged"), so a person is asked
+    rather than skipped over a capital letter."""
+    def norm(v):
+        return v.strip().casefold() if isinstance(v, str) else v
+
+    return value is not None and norm(value) in {norm(v) for v in values}
+
+
+def action_retry_countdown(*, action: ActionDefinition, retries: int) -> float:
+    """Seconds to wait before retry number ``retries + 1``: the action's backoff base, doubled
+    per retry, capped at its maximum (``retry_backoff_s``, ``retry_backoff_max_s``)."""
+    return float(min(action.retry_backoff_s * (2 ** max(0, retries)), action.retry_backoff_max_s))
+
+
+# --- Connectors: stored secrets, connection test, call records -------------------------------
+
+def connector_secret_update(*, actor, connector_id, secret: str = "", clear: bool = False) -> Connector:
+    """Store a connector's secret encrypted (``secret``), or remove it (``clear``); neither
+    leaves the connector as it was. The audit event says what changed, never the value."""
+    from integrations.connectors import secret_encrypt
+
+    if not secret and not clear:
+        return Connector.objects.get(pk=connector_id)
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        had = bool(connector.secret_encrypted)
+        connector.secret_encrypted = secret_encrypt(secret) if secret else ""
+        connector.save(update_fields=["secret_encrypted", "updated_at"])
+        audit_event_record(actor=actor, action="connector.secret_set" if secret else "connector.secret_cleared",
+                           target=connector, data={"connector": connector.name, "replaced": had and bool(secret)})
+    if secret:
+        oauth_tokens_forget()
+    return connector
+
+
+def connector_test(*, connector_id, actor) -> ProbeResult:
+    """The "Test connection" button: call the health path with the connector's auth (outside
+    any transaction), then audit the outcome. Returns status, latency or the error."""
+    connector = Connector.objects.get(pk=connector_id)
+    result = connector_probe(connector=connector)
+    with transaction.atomic():
+        audit_event_record(actor=actor, action="connector.tested", target=connector,
+                           data={"connector": connector.name, "path": connector.health_path, "ok": result.ok,
+                                 "status": result.status, "latency_ms": result.latency_ms, "error": result.error})
+    return result
+
+
+CONNECTOR_CALLS_KEEP = timedelta(days=7)
+
+
+def connector_calls_prune(*, older_than: timedelta = CONNECTOR_CALLS_KEEP, batch_size: int = 5000) -> int:
+    """Delete call records older than ``older_than`` in batches (short transactions, no long
+    lock on a busy table); returns how many went."""
+    cutoff = timezone.now() - older_than
+    deleted = 0
+    while True:
+        ids = list(ConnectorCall.objects.filter(created_at__lt=cutoff).order_by("created_at")
+                   .values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += ConnectorCall.objects.filter(pk__in=ids).delete()[0]
+
+
+# --- Compensation ----------------------------------------------------------------------------------
+
+def _dotted(source: dict, path: list[str]):
+    value = source
+    for part in path:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(part)
+    return value
+
+
+def compensation_params_build(*, run: ActionRun) -> dict:
+    """The compensating run's parameters from the action's ``compensation_params`` mapping:
+    ``"params.<path>"`` / ``"result.<path>"`` read the original run, ``{"value": x}`` is x."""
+    params = {}
+    for name, source in (run.action.compensation_params or {}).items():
+        if isinstance(source, dict):
+            params[name] = source.get("value")
+            continue
+        root, *path = str(source).split(".")
+        try:
+            params[name] = _dotted({"params": run.params, "result": run.result}.get(root, {}), path)
+        except KeyError:
+            raise InvalidParameters(f"Cannot compensate: the original run has no {source} for {name}.") from None
+    return params
+
+
+def action_run_compensate(*, run_id, actor, reason: str) -> ActionRun:
+    """Undo a succeeded run: propose its action's compensation action (idempotency key
+    ``compensate:<run id>``), which goes through the normal approval policy (and, proposed by
+    ``actor``, cannot be approved by them). When that run succeeds the original becomes
+    ``compensated`` (``_compensated_mark``). Asking again returns the compensating run already
+    proposed. Refusals (ActionStateError, InvalidParameters) change nothing."""
+    from integrations.tasks import execute_action_run_enqueue
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise ActionStateError("Say why the action is being undone.")
+    with transaction.atomic():
+        run = _run_lock(run_id)
+        existing = ActionRun.objects.filter(compensation_of=run).first()
+        if existing is not None:
+            return existing
+        if run.status != RunStatus.SUCCEEDED:
+            raise ActionStateError(f"Only a succeeded action can be undone; this one is "
+                                   f"{run.get_status_display().lower()}.")
+        compensation = run.action.compensation_action
+        if compensation is None:
+            raise ActionStateError(f"{run.action.title} has no compensation action.")
+        params = compensation_params_build(run=run)
+        label = actor.get_username() if actor is not None and getattr(actor, "is_authenticated", False) else "system"
+        person = actor if label != "system" else None
+        compensating = action_run_propose(action=compensation, params=params, idempotency_key=f"compensate:{run.pk}",
+                                          subject_type=run.subject_type, subject_id=run.subject_id,
+                                          actor_label=label, actor=person)
+        compensating.compensation_of = run
+        compensating.save(update_fields=["compensation_of", "updated_at"])
+        data = {"compensation_run": str(compensating.pk), "compensation_action": compensation.name,
+                "params": params, "reason": reason}
+        ActionRunEvent.objects.create(run=run, from_status=run.status, to_status=run.status, actor_label=label,
+                                      data=data)
+        audit_event_record(actor=person or label, action="action_run.compensation_requested", target=run,
+                           data={"action": run.action.name, **data})
+        if compensating.status == RunStatus.APPROVED:  # no approval needed: queued with this commit
+            execute_action_run_enqueue(compensating.pk)
+    return compensating
+
+
+def _compensated_mark(compensating: ActionRun) -> None:
+    """In the transaction that settles a compensating run as succeeded: the run it undoes
+    becomes compensated (event and audit). Lock order: the compensating run, then the original."""
+    original = ActionRun.objects.select_for_update(of=("self",)).select_related("action") \
+        .get(pk=compensating.compensation_of_id)
+    if original.status != RunStatus.SUCCEEDED:
+        return
+    _transition(original, RunStatus.COMPENSATED, actor_label="worker",
+                data={"compensation_run": str(compensating.pk), "compensation_action": compensating.action.name})
+    original.save(update_fields=["status", "updated_at"])

@@ -154,6 +154,7 @@ CELERY_TASK_ROUTES = {
     "integrations.*": {"queue": "actions"},
     "knowledge.*": {"queue": "ingestion"},
     "review.*": {"queue": "default"},
+    "config.*": {"queue": "default"},
 }
 
 if REDIS_URL:
@@ -163,7 +164,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict = {
     "release-expired-review-claims": {"task": "review.release_expired_claims", "schedule": 60.0},
     "escalate-review-sla-breaches": {"task": "review.escalate_sla_breaches", "schedule": 30.0},
+    "prune-connector-calls": {"task": "integrations.prune_connector_calls", "schedule": 3600.0},
+    "outbox-relay": {"task": "config.outbox_relay", "schedule": 10.0},
 }
+# Transactional outbox (config/outbox.py): a message not dispatched after OUTBOX_RESEND_AFTER_S, or
+# dispatched but unfinished after OUTBOX_LEASE_S (a killed worker; the lease doubles with each
+# send), is sent again by the relay; after OUTBOX_MAX_SENDS sends it is given up and logged.
+OUTBOX_RESEND_AFTER_S = env.float("OUTBOX_RESEND_AFTER_S", default=10.0)
+OUTBOX_LEASE_S = env.float("OUTBOX_LEASE_S", default=120.0)
+OUTBOX_MAX_SENDS = env.int("OUTBOX_MAX_SENDS", default=10)
 
 # --- Model providers -------------------------------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")

@@ -342,23 +342,28 @@ def test_eager_task_settles_a_down_backend_as_failed(refund, agent, demo_backend
 
 
 def test_worker_task_retries_until_its_last_attempt(refund, agent, demo_backend, monkeypatch, closed_port_url):
-    """On a worker, a retryable failure asks Celery to retry; the last retry settles the run."""
+    """On a worker, a retryable failure asks Celery to retry with the action's backoff; after
+    the action's max_attempts the last one settles the run."""
     from celery.exceptions import Retry
 
+    from integrations.services import action_retry_countdown
     from integrations.tasks import execute_action_run
 
+    refund.max_attempts, refund.retry_backoff_s, refund.retry_backoff_max_s = 4, 1, 5
+    refund.save(update_fields=["max_attempts", "retry_backoff_s", "retry_backoff_max_s"])
     monkeypatch.setenv("DEMO_BACKEND_URL", closed_port_url)
     run = _propose(refund, REFUND, key="turn:worker-down")
     action_run_approve(run_id=run.pk, actor=agent)
     retry_calls = []
 
-    def fake_retry(*, exc, countdown):  # the broker is outside the process
-        retry_calls.append((str(exc), countdown))
+    def fake_retry(*, exc, countdown, max_retries):  # the broker is outside the process
+        retry_calls.append((str(exc), countdown, max_retries))
         return Retry(exc=exc, when=countdown)
 
     monkeypatch.setattr(execute_action_run, "retry", fake_retry)
-    for retries in range(execute_action_run.max_retries):
-        execute_action_run.push_request(retries=retries, is_eager=False)
+    retries = refund.max_attempts - 1
+    for attempt in range(retries):
+        execute_action_run.push_request(retries=attempt, is_eager=False)
         try:
             with pytest.raises(Retry):
                 execute_action_run.run(str(run.pk))
@@ -366,15 +371,17 @@ def test_worker_task_retries_until_its_last_attempt(refund, agent, demo_backend,
             execute_action_run.pop_request()
         run.refresh_from_db()
         assert run.status == RunStatus.EXECUTING
-    assert [countdown for _, countdown in retry_calls] == [1, 2, 4, 8]
-    execute_action_run.push_request(retries=execute_action_run.max_retries, is_eager=False)
+    assert [(countdown, most) for _, countdown, most in retry_calls] == [(1, 3), (2, 3), (4, 3)]
+    assert [countdown for _, countdown, _ in retry_calls] == [
+        action_retry_countdown(action=refund, retries=n) for n in range(retries)]
+    execute_action_run.push_request(retries=retries, is_eager=False)
     try:
         execute_action_run.run(str(run.pk))
     finally:
         execute_action_run.pop_request()
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
-    assert run.attempts == execute_action_run.max_retries + 1
+    assert run.attempts == refund.max_attempts
 
 
 def test_backend_back_up_after_a_failed_attempt_succeeds(refund, agent, demo_backend, monkeypatch, closed_port_url):
