@@ -22,6 +22,8 @@ from integrations.services import action_params_validate
 
 logger = logging.getLogger(__name__)
 CACHE_SECONDS = 60
+# A person is waiting for the page: a backend slower than this is reported, not waited for.
+LOOKUP_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ def read_action_lookup(*, action_name: str, params: dict) -> Lookup:
     try:
         action_params_validate(action=action, params=params)
         _, payload = connector_call(connector=action.connector, method="GET", path_template=action.path,
-                                    params=params, idempotency_key=f"lookup-{uuid.uuid4()}")
+                                    params=params, idempotency_key=f"lookup-{uuid.uuid4()}",
+                                    timeout=min(action.connector.timeout_s, LOOKUP_TIMEOUT_S))
         result = Lookup(ok=True, data=payload)
     except InvalidParameters as exc:
         result = Lookup(ok=False, data={}, error=str(exc))
