@@ -3,7 +3,7 @@ cases are read-only."""
 
 from django.contrib import admin
 
-from governance.models import AuditEvent, EvaluationCase, ModelVersion, PromptVersion
+from governance.models import AuditCheckpoint, AuditEvent, EvaluationCase, ModelVersion, PromptVersion
 
 
 @admin.register(ModelVersion)
@@ -24,6 +24,23 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("seq", "occurred_at", "action", "actor_label", "target_type", "target_id")
     list_filter = ("action",)
     search_fields = ("target_id", "actor_label", "request_id")
+    ordering = ("-seq",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(admin.ModelAdmin):
+    """Signed chain heads (``governance.audit_checkpoint``); the database refuses changes."""
+
+    list_display = ("seq", "hash", "signed_at", "signature")
     ordering = ("-seq",)
 
     def has_add_permission(self, request):

@@ -9,7 +9,22 @@ class GovernanceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core import checks
+
+        from governance.audit import checkpoint_key_check
         from governance.roles import ensure_role_groups
+
+        checks.register(checkpoint_key_check, checks.Tags.security)
+
+        from config.periodic import relay_job_register
+
+        def audit_checkpoint():
+            from governance.audit import audit_checkpoint_create
+
+            return audit_checkpoint_create()
+
+        # No beat in the embedded default: `manage.py outbox_relay --every N` signs the chain head.
+        relay_job_register("audit-checkpoint", audit_checkpoint, every_s=600)
 
         # The data migration creates the role groups; this puts them back after a database
         # flush (which deletes every row but does not re-run migrations).

@@ -134,3 +134,22 @@ class EvaluationCase(BaseModel):
     def __str__(self) -> str:
         question = self.question if len(self.question) <= 60 else f"{self.question[:59]}…"
         return f"{self.get_category_display()}: {question}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement "the audit chain had event ``seq`` with hash ``hash``" (HMAC-SHA256,
+    ``governance.audit.checkpoint_signature``). Append-only like the events (a trigger refuses
+    UPDATE, DELETE and TRUNCATE); ``audit_verify`` checks that the chain still holds every one, so
+    rows deleted after a checkpoint (a truncated tail) or a rewritten chain are detected."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    signed_at = models.DateTimeField(db_index=True)
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.seq} {self.hash[:12]}"

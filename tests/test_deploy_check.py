@@ -22,6 +22,7 @@ def production_env(**overrides: str | None) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
         "ALLOWED_HOSTS": "tandem.example",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "AUDIT_CHECKPOINT_KEY": secrets.token_urlsafe(32),  # without it: governance.W001
     }
     for key in ("DEBUG", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "CSRF_TRUSTED_ORIGINS"):
         env.pop(key, None)
