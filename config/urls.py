@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from config import views
+from integrations.webhook_views import inbound_webhook
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -16,5 +17,6 @@ urlpatterns = [
     path("", include("convo.urls")),
     path("api/v1/knowledge/", include("knowledge.api.urls")),
     path("api/review/", include("review.api.urls")),
+    path("api/v1/integrations/webhooks/<str:connector_name>/", inbound_webhook, name="integrations_inbound_webhook"),
     path("api/v1/", include("convo.api.urls")),
 ]

@@ -56,7 +56,8 @@ def register() -> None:
     # approvals and flags have fixed outcomes.
     register_kind(KindHandler(kind=ItemKind.ESCALATION))
     register_kind(KindHandler(kind=ItemKind.ACTION_APPROVAL,
-                              outcomes=(("approved", "Approved"), ("rejected", "Rejected"))))
+                              outcomes=(("approved", "Approved"), ("rejected", "Rejected"),
+                                        ("expired", "Expired"))))
     register_kind(KindHandler(kind=ItemKind.FLAGGED_ANSWER, outcomes=(("corrected", "Corrected"),)))
 
 
@@ -96,7 +97,7 @@ def _on_run_settled(run_id: str) -> None:
 
 
 def action_run_announce(*, run_id: str) -> None:
-    """Tell the customer how an approved (or rejected) action ended, once."""
+    """Tell the customer how an approved (or rejected, or expired) action ended, once."""
     from convo.pipeline import action_result_text
     from convo.services import SUBJECT_TYPE, assistant_message_post
 
@@ -108,12 +109,20 @@ def action_run_announce(*, run_id: str) -> None:
     with transaction.atomic():
         Conversation.objects.select_for_update().filter(pk=run.subject_id).first()
         already = Message.objects.filter(conversation_id=run.subject_id, data__action_run_id=str(run.pk),
-                                         data__kind__in=["action_done", "action_failed", "action_rejected"]).exists()
+                                         data__kind__in=["action_done", "action_failed", "action_rejected",
+                                                       "action_expired"]).exists()
         if already:
             return
-        kind = {"succeeded": "action_done", "rejected": "action_rejected"}.get(run.status, "action_failed")
+        kind = {"succeeded": "action_done", "rejected": "action_rejected",
+                "expired": "action_expired"}.get(run.status, "action_failed")
         assistant_message_post(conversation_id=run.subject_id, text=action_result_text(run),
                                data={"kind": kind, "action_run_id": str(run.pk)})
+        if run.status == "expired":
+            # Nobody decided in time: the approval item leaves the queue with the run.
+            from review.services import review_items_resolve_for_subject
+
+            review_items_resolve_for_subject(subject_type="integrations.actionrun", subject_id=str(run.pk),
+                                             actor=None, outcome="expired")
         if run.status == "failed" and not (run.http_status and 400 <= run.http_status < 500):
             # The customer was told a person will follow up: make it so.
             from convo.services import conversation_escalate

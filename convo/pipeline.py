@@ -322,6 +322,9 @@ def action_result_text(run: ActionRun) -> str:
             return f"Done: {action.title.lower()}."
     if run.status == RunStatus.REJECTED:
         return f"Our team could not approve this request ({action.title.lower()}): {run.error}"
+    if run.status == RunStatus.EXPIRED:
+        return (f"Our team could not review your request in time ({action.title.lower()}), so nothing was done. "
+                f"Ask again or ask for a person.")
     if run.http_status and 400 <= run.http_status < 500:
         return f"I couldn't do that: {run.error}. Please check the details and try again."
     return (f"I couldn't complete this ({action.title.lower()}) because our system didn't respond. "

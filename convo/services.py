@@ -27,6 +27,7 @@ from convo.models import (
 )
 from governance.permissions import can_work_conversations
 from governance.services import audit_event_record
+from integrations.webhooks import webhook_event_emit
 from review.models import ItemKind, ReviewItem
 from review.services import review_claims_renew_for_subject, review_item_open, review_items_resolve_for_subject
 
@@ -191,6 +192,10 @@ def conversation_escalate(*, conversation: Conversation, reason: str, summary: s
     )
     audit_event_record(actor=actor, action="conversation.escalated", target=conversation,
                        data={"reason": reason, "review_item": str(item.pk), "new_item": created})
+    if created:
+        webhook_event_emit(event="conversation.escalated", payload={
+            "conversation_id": str(conversation.pk), "reason": reason, "priority": priority, "title": title,
+            "review_item_id": str(item.pk)})
     _broadcast_status(conversation)
 
 

@@ -233,3 +233,137 @@ class ActionRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# --- Webhooks (integrations/webhooks.py) ------------------------------------------------------------
+
+from django.template import engines  # noqa: E402
+from django.template.response import SimpleTemplateResponse  # noqa: E402
+
+from integrations.models import (  # noqa: E402
+    InboundWebhookConfig,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from integrations.webhooks import webhook_delivery_redeliver, webhook_secret_update  # noqa: E402
+
+
+class WebhookSecretForm(forms.ModelForm):
+    """The signing secret is write-only, as a connector's: never filled in, empty keeps it."""
+
+    secret = forms.CharField(
+        required=False, strip=False, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="HMAC signing secret, stored encrypted. Never shown again; leave empty to keep the stored one.")
+    clear_secret = forms.BooleanField(required=False, label="Remove the stored secret")
+
+    def clean(self):
+        cleaned = super().clean()
+        secret, clear = cleaned.get("secret") or "", cleaned.get("clear_secret")
+        if secret and clear:
+            raise forms.ValidationError("Enter a new secret or remove the stored one, not both.")
+        stored_after = bool(secret) or (bool(self.instance.secret_encrypted) and not clear)
+        if cleaned.get("secret_env") and stored_after:
+            raise forms.ValidationError("Name an environment variable or store a secret, not both.")
+        if not (cleaned.get("secret_env") or stored_after):
+            self.add_error("secret", "Webhooks are always signed: store a secret or name its environment variable.")
+        return cleaned
+
+
+class WebhookSecretAdminMixin:
+    readonly_fields = ("stored_secret",)
+
+    @admin.display(description="Stored secret")
+    def stored_secret(self, obj) -> str:
+        if obj is None or not obj.pk:
+            return "–"
+        if obj.secret_encrypted:
+            return "A secret is stored (encrypted, never shown)."
+        return f"From the environment variable {obj.secret_env}." if obj.secret_env else "None."
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        webhook_secret_update(actor=request.user, obj=obj, secret=form.cleaned_data.get("secret") or "",
+                              clear=bool(form.cleaned_data.get("clear_secret")))
+
+
+class InboundWebhookConfigForm(WebhookSecretForm):
+    class Meta:
+        model = InboundWebhookConfig
+        fields = ("connector", "active", "tolerance_s", "secret_env")
+
+
+@admin.register(InboundWebhookConfig)
+class InboundWebhookConfigAdmin(WebhookSecretAdminMixin, admin.ModelAdmin):
+    form = InboundWebhookConfigForm
+    list_display = ("connector", "active", "tolerance_s", "created_at")
+    list_filter = ("active",)
+    list_select_related = ("connector",)
+    fields = ("connector", "active", "tolerance_s", "secret_env", "stored_secret", "secret", "clear_secret")
+
+
+class WebhookEndpointForm(WebhookSecretForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("name", "url", "events", "active", "timeout_s", "secret_env")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(WebhookSecretAdminMixin, admin.ModelAdmin):
+    form = WebhookEndpointForm
+    list_display = ("name", "url", "events", "active")
+    list_filter = ("active",)
+    search_fields = ("name", "url")
+    fields = ("name", "url", "events", "active", "timeout_s", "secret_env", "stored_secret", "secret",
+              "clear_secret")
+
+
+_REDELIVER_CONFIRM = engines["django"].from_string("""{% extends "admin/base_site.html" %}
+{% block content %}
+<p>Send these {{ deliveries|length }} webhook deliveries again? Each is reset (pending, no attempts) and queued.</p>
+<ul>{% for d in deliveries %}<li>{{ d.event }} → {{ d.endpoint.name }} ({{ d.status }}, {{ d.attempts }} attempts)</li>{% endfor %}</ul>
+<form method="post">{% csrf_token %}
+{% for d in deliveries %}<input type="hidden" name="_selected_action" value="{{ d.pk }}">{% endfor %}
+<input type="hidden" name="action" value="redeliver">
+<input type="hidden" name="post" value="yes">
+<p><label for="id_reason">Reason (recorded in the audit trail):</label>
+<input type="text" name="reason" id="id_reason" required size="60"></p>
+<input type="submit" value="Yes, redeliver"> <a href="">No, go back</a>
+</form>
+{% endblock %}""")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: read-only; "Redeliver" resets and queues the selected deliveries."""
+
+    list_display = ("event", "endpoint", "status", "attempts", "last_status_code", "next_attempt_at",
+                    "delivered_at", "created_at")
+    list_filter = ("status", "event", "endpoint")
+    list_select_related = ("endpoint",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ["redeliver"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Redeliver the selected deliveries", permissions=["view"])
+    def redeliver(self, request, queryset):
+        if not request.user.has_perm("integrations.change_webhookdelivery") and not request.user.is_superuser:
+            raise PermissionDenied
+        reason = (request.POST.get("reason") or "").strip()
+        if request.POST.get("post") != "yes" or not reason:
+            context = {**self.admin_site.each_context(request), "title": "Redeliver webhooks",
+                       "deliveries": list(queryset.select_related("endpoint")), "opts": self.model._meta}
+            return SimpleTemplateResponse(_REDELIVER_CONFIRM, context)
+        count = webhook_delivery_redeliver(actor=request.user, delivery_ids=list(queryset.values_list("pk", flat=True)),
+                                           reason=reason)
+        messages.success(request, f"{count} deliver{'y' if count == 1 else 'ies'} queued again.")
+        return None

