@@ -79,3 +79,35 @@ def agent_action_propose(*, conversation_id, agent, action_name: str, params_tex
         elif run.status == RunStatus.APPROVED:
             execute_action_run_enqueue(run.pk)
     return run
+
+
+def agent_action_undo(*, conversation_id, agent, run_id, reason: str) -> ActionRun:
+    """Undo a succeeded action of this conversation by its compensation action (e.g. a refund
+    reversal). The agent is the compensating run's proposer, so a colleague approves it when its
+    policy needs approval. Raises ActionStateError / InvalidParameters (nothing changed)."""
+    from integrations.services import action_run_compensate
+
+    if not can_work_conversations(agent):
+        raise NotAllowed("Only agents can undo actions.")
+    with transaction.atomic(durable=True):
+        run = ActionRun.objects.select_related("action").get(pk=run_id, subject_type=SUBJECT_TYPE,
+                                                             subject_id=str(conversation_id))
+        compensating = action_run_compensate(run_id=run.pk, actor=agent, reason=reason)
+        if compensating.status == RunStatus.AWAITING_APPROVAL:
+            escalation = (ReviewItem.objects.filter(kind=ItemKind.ESCALATION, subject_type=SUBJECT_TYPE,
+                                                    subject_id=str(conversation_id))
+                          .select_related("team").order_by("-created_at").first())
+            action = compensating.action
+            name = agent.get_short_name() or agent.get_username()
+            review_item_open(
+                kind=ItemKind.ACTION_APPROVAL, subject_type=RUN_SUBJECT_TYPE, subject_id=str(compensating.pk),
+                title=f"{action.title} (undoing {run.action.title}): {_describe(compensating.params)}",
+                summary=f"{name} asks to undo “{run.action.title}”: {reason.strip()}",
+                reason=EscalationReason.POLICY_RESTRICTION, priority=2,
+                sla_minutes=settings.ESCALATION_SLA_MINUTES, team=escalation.team if escalation else None,
+                data={"conversation_id": str(conversation_id), "action": action.name,
+                      "params": compensating.params, "proposed_by": agent.get_username(),
+                      "compensation_of": str(run.pk)},
+                actor=agent,
+            )
+    return compensating

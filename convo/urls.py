@@ -12,6 +12,7 @@ office_patterns = [
     path("conversations/<uuid:conversation_id>/curated-answers/", views.conversation_curated_answer,
          name="curated_answer"),
     path("conversations/<uuid:conversation_id>/actions/", views.action_propose, name="action_propose"),
+    path("conversations/<uuid:conversation_id>/actions/<uuid:run_id>/undo/", views.action_undo, name="action_undo"),
     path("messages/<uuid:message_id>/flag/", views.message_flag, name="message_flag"),
     path("actions/<uuid:run_id>/decide/", views.action_decide, name="action_decide"),
     path("search/", views.knowledge_search, name="search"),

@@ -441,6 +441,26 @@ def action_propose(request, conversation_id):
 
 @login_required
 @require_POST
+def action_undo(request, conversation_id, run_id):
+    """Undo a succeeded action by its compensation action (approved like any other)."""
+    from convo.agent_actions import agent_action_undo
+
+    def do(conversation):
+        try:
+            compensating = agent_action_undo(conversation_id=conversation.pk, agent=request.user, run_id=run_id,
+                                             reason=request.POST.get("reason", ""))
+        except ActionRun.DoesNotExist:
+            raise Http404("No such action in this conversation.") from None
+        if compensating.status == RunStatus.AWAITING_APPROVAL:
+            flash.success(request, f"Undo proposed: “{compensating.action.title}” waits for a colleague's approval.")
+        else:
+            flash.success(request, f"Undo started: “{compensating.action.title}” is running.")
+
+    return _act(request, conversation_id, do, "")
+
+
+@login_required
+@require_POST
 def action_decide(request, run_id):
     """Approve (optionally with edited parameters) or reject a proposed action."""
     if not can_work_conversations(request.user):

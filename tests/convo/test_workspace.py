@@ -799,3 +799,69 @@ def test_flagging_an_answer_marks_it_and_removes_the_form(client, users, answere
     assert answered.data["flag"]["category"] == "incomplete"
     item = ReviewItem.objects.get(kind=ItemKind.FLAGGED_ANSWER, subject_id=str(answered.pk))
     assert (item.status, item.outcome) == (ItemStatus.RESOLVED, "corrected")
+
+
+# --- undo (compensation) ---------------------------------------------------------------------------
+
+def test_an_agent_undoes_an_action_and_a_colleague_approves_the_undo(client, users, demo_backend,
+                                                                   django_capture_on_commit_callbacks):
+    """A succeeded address change in this conversation, undone through its compensation action:
+    the agent proposes, the undo waits in the queue, agent2 approves, the old address is back."""
+    from integrations.connectors import connector_call
+    from integrations.models import ActionDefinition, Connector
+    from integrations.services import action_run_execute, action_run_propose
+
+    connector = Connector.objects.get(name="brightwater-backend")
+    address = {"type": "string", "minLength": 10, "maxLength": 300}
+    restore = ActionDefinition.objects.create(
+        name="address_restore", title="Restore delivery address", description="Undo an address change.",
+        connector=connector, path="/orders/{order_id}/address", approval_rule={"rule": "always"},
+        parameters_schema={"type": "object", "properties": {"order_id": {"type": "string"}, "address": address},
+                           "required": ["order_id", "address"]})
+    address_set = ActionDefinition.objects.create(
+        name="address_set", title="Set delivery address", description="Change an address.",
+        connector=connector, path="/orders/{order_id}/address", approval_rule={"rule": "never"},
+        parameters_schema={"type": "object", "properties": {"order_id": {"type": "string"}, "address": address,
+                                                            "previous_address": address},
+                           "required": ["order_id", "address"]},
+        compensation_action=restore,
+        compensation_params={"order_id": "result.order_id", "address": "params.previous_address"})
+
+    def shipping_address():
+        return connector_call(connector=connector, method="GET", path_template="/orders/{order_id}",
+                              params={"order_id": "BW-10001"}, idempotency_key="read")[1]["shipping_address"]
+
+    escalated = escalate("Please change my delivery address")
+    old = shipping_address()
+    with transaction.atomic():
+        run = action_run_propose(action=address_set, idempotency_key="turn:addr", subject_type="convo.conversation",
+                                 subject_id=str(escalated.pk),
+                                 params={"order_id": "BW-10001", "address": "Neue Strasse 5, 10115 Berlin, Germany",
+                                         "previous_address": old})
+    action_run_execute(run_id=run.pk)
+
+    client.force_login(users["agent"])
+    page = client.get(reverse("office:conversation", args=[escalated.pk])).content.decode()
+    assert reverse("office:action_undo", args=[escalated.pk, run.pk]) in page
+    # No reason: refused, nothing proposed.
+    response = client.post(reverse("office:action_undo", args=[escalated.pk, run.pk]), {"reason": " "}, follow=True)
+    assert "Say why the action is being undone." in response.content.decode()
+    assert not ActionRun.objects.filter(compensation_of=run).exists()
+
+    response = client.post(reverse("office:action_undo", args=[escalated.pk, run.pk]),
+                           {"reason": "The customer gave the wrong street."}, follow=True)
+    assert "waits for a colleague's approval" in html.unescape(response.content.decode())
+    undo = ActionRun.objects.get(compensation_of=run)
+    assert (undo.status, undo.proposed_by, undo.params) == (RunStatus.AWAITING_APPROVAL, users["agent"],
+                                                           {"order_id": "BW-10001", "address": old})
+    item = ReviewItem.objects.get(kind=ItemKind.ACTION_APPROVAL, subject_id=str(undo.pk))
+    assert item.status == ItemStatus.OPEN and item.data["conversation_id"] == str(escalated.pk)
+
+    client.force_login(users["agent2"])
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("office:action_decide", args=[undo.pk]),
+                    {"decision": "approve", "params_hash": undo.params_hash})
+    undo.refresh_from_db()
+    run.refresh_from_db()
+    assert (undo.status, run.status) == (RunStatus.SUCCEEDED, RunStatus.COMPENSATED)
+    assert shipping_address() == old
