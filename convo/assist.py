@@ -127,7 +127,10 @@ def suggested_next_steps(*, user, conversation: Conversation, escalation: Review
 
 
 def _params_line(params: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in list(params.items())[:4])
+    def show(value) -> str:  # amounts read as money: 150.0 → 150.00
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{k} {show(v)}" for k, v in list(params.items())[:4])
 
 
 def playbook_passages(*, user, query: str, k: int = 2):

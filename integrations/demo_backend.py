@@ -747,10 +747,12 @@ class DemoBackend:
             raise ApiError(
                 HTTPStatus.CONFLICT, "order_cancelled", f"Order {order_id} has been cancelled."
             )
+        previous = order.shipping_address
         order.shipping_address = address
         return HTTPStatus.OK, {
             "order_id": order_id,
             "address": address,
+            "previous_address": previous,  # lets the change be undone (Tandem's compensation)
             "order_status": order.status,
             "status": "updated",
         }

@@ -131,6 +131,12 @@ def load_actions(catalogue: dict) -> None:
                 "result_template": spec.get("result_template", ""),
             },
         )
+    # Compensations name other actions: set once every action exists.
+    for spec in catalogue["actions"]:
+        if spec.get("compensation"):
+            ActionDefinition.objects.filter(name=spec["name"]).update(
+                compensation_action=ActionDefinition.objects.get(name=spec["compensation"]["action"]),
+                compensation_params=spec["compensation"]["params"])
 
 
 def load_intents(catalogue: dict) -> None:

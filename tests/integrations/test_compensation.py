@@ -265,3 +265,25 @@ def test_the_action_list_page_query_count(client, users, address_set, django_ass
     with django_assert_num_queries(6):
         response = client.get(url)
     assert "Restore delivery address" in response.content.decode()
+
+
+def test_the_demo_address_change_can_be_undone(demo, users, connector, django_capture_on_commit_callbacks):
+    """The demo catalogue's change_address undoes itself: the backend answers with the previous
+    address, which the compensation maps back."""
+    change = ActionDefinition.objects.get(name="change_address")
+    assert change.compensation_action == change
+    old = current_address(connector)
+    run = action_run_propose(action=change, params={"order_id": ORDER, "address": NEW_ADDRESS},
+                             idempotency_key="turn:demo-address")
+    with django_capture_on_commit_callbacks(execute=True):
+        action_run_approve(run_id=run.pk, actor=users["agent"])
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.result["previous_address"] == old
+    assert current_address(connector) == NEW_ADDRESS
+
+    undo = action_run_compensate(run_id=run.pk, actor=users["agent2"], reason="Wrong street")
+    assert (undo.status, undo.params) == (RunStatus.AWAITING_APPROVAL, {"order_id": ORDER, "address": old})
+    with django_capture_on_commit_callbacks(execute=True):
+        action_run_approve(run_id=undo.pk, actor=users["agent"])
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED and current_address(connector) == old
