@@ -18,12 +18,13 @@ from convo.broadcast import chat_group, group_send_now
 from convo.guards import screen
 from convo.models import Conversation, ConversationStatus, Decision, Intent, IntentKind, Message, Role, Turn, TurnStatus
 from convo.nlu import extract_params, intent_classify, missing_params
-from convo.providers import ProviderError, provider_for_settings
+from convo.providers import ProviderError, provider_for_settings, provider_for_version
 from convo.providers.base import AnswerRequest, ToolCall
 from convo.providers.offline import extractive_summary
 from convo.providers.openai_provider import format_sources
 from convo.services import SUBJECT_TYPE, conversation_escalate, message_append
-from governance.services import audit_event_record, runtime_versions_ensure
+from governance.routing import assistant_routing
+from governance.services import audit_event_record
 from integrations.exceptions import InvalidParameters
 from integrations.models import ActionDefinition, ActionRun, RunStatus
 from integrations.services import action_run_execute, action_run_propose
@@ -105,9 +106,11 @@ def turn_run(*, turn_id) -> Turn:
         return turn
     conversation = turn.conversation
     started = time.perf_counter()
-    provider = provider_for_settings()
-    model_version, prompt_version = runtime_versions_ensure(provider=provider.name, model_name=provider.model_name,
-                                                            endpoint=provider.endpoint)
+    # The assistant's live deployments, read afresh: an activation applies from the next turn.
+    routing = assistant_routing(runtime=provider_for_settings())
+    deployment = routing.for_conversation(conversation.pk)
+    model_version, prompt_version = deployment.model_version, deployment.prompt_version
+    provider = provider_for_version(model_version)
     guards = screen(turn.message.text)
     if conversation.status != ConversationStatus.BOT:
         outcome = Outcome(decision=Decision.SKIPPED)
@@ -182,7 +185,7 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
     sources = [{**h.as_source(n), "text": h.text} for n, h in enumerate(hits, start=1)]
     curated = _curated_answer(hits, sources)
     top = hits[0].similarity if hits else 0.0
-    tools = _tool_specs() if provider.name != "offline" else []
+    tools = _tool_specs(prompt_version.tools) if provider.name != "offline" else []
     if top < settings.TURN_ANSWER_MIN_SCORE and not tools:
         return with_intent(_fallback(conversation, state, sources))
     history = _history(conversation, before_seq=turn.message.seq, redact=provider.name != "offline")
@@ -236,11 +239,17 @@ def _fallback(conversation: Conversation, state: dict, sources: list[dict]) -> O
                    reason="low_retrieval_score")
 
 
-def _tool_specs() -> list[dict]:
+def _tool_specs(offered: list[str] | None) -> list[dict]:
+    """The enabled actions the prompt version offers (``None``: every enabled action)."""
+    actions = ActionDefinition.objects.filter(enabled=True).order_by("name")
+    if offered is not None:
+        if not offered:
+            return []
+        actions = actions.filter(name__in=offered)
     return [
         {"type": "function", "function": {"name": a.name, "description": a.description,
                                           "parameters": a.parameters_schema}}
-        for a in ActionDefinition.objects.filter(enabled=True).order_by("name")
+        for a in actions
     ]
 
 
@@ -354,6 +363,15 @@ def _history(conversation, *, before_seq: int, redact: bool) -> list[dict]:
     return history
 
 
+def turn_cost(model_version, *, tokens_in: int, tokens_out: int) -> Decimal:
+    """The version's price per 1,000 tokens (or the configured one, for versions without a price)."""
+    price_in, price_out = model_version.cost_per_1k_input, model_version.cost_per_1k_output
+    if not price_in and not price_out:
+        price_in = Decimal(str(settings.LLM_COST_PER_1K_INPUT))
+        price_out = Decimal(str(settings.LLM_COST_PER_1K_OUTPUT))
+    return (Decimal(tokens_in) * Decimal(price_in) + Decimal(tokens_out) * Decimal(price_out)) / 1000
+
+
 def _record(*, turn_id, outcome: Outcome, guards: dict, redacted: str, provider, model_version, prompt_version,
             latency_ms: float) -> Turn:
     """Write the reply, the turn record and its audit event in one transaction."""
@@ -391,8 +409,7 @@ def _record(*, turn_id, outcome: Outcome, guards: dict, redacted: str, provider,
                 title=f"{label}: {first[:80]}", priority=1 if outcome.escalate == EscalationReason.ACTION_FAILURE else 2,
                 data={"turn_id": str(turn.pk), "intent": outcome.intent, "confidence": outcome.confidence},
             )
-        cost = (Decimal(outcome.tokens_in) * Decimal(str(settings.LLM_COST_PER_1K_INPUT))
-                + Decimal(outcome.tokens_out) * Decimal(str(settings.LLM_COST_PER_1K_OUTPUT))) / 1000
+        cost = turn_cost(model_version, tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out)
         turn.reply = reply
         turn.status = TurnStatus.DONE if outcome.decision != Decision.ERROR else TurnStatus.FAILED
         turn.intent, turn.confidence, turn.decision = outcome.intent, outcome.confidence, outcome.decision

@@ -31,3 +31,13 @@ def can_work_conversations(user) -> bool:
 def can_read_conversations(user) -> bool:
     """Compliance officers read everything and change nothing."""
     return can_work_conversations(user) or user_has_role(user, {Role.COMPLIANCE})
+
+
+def can_own_models(user) -> bool:
+    """Model owners and administrators register, evaluate, approve and deploy versions."""
+    return user_has_role(user, {Role.MODEL_OWNER, Role.ADMINISTRATOR})
+
+
+def can_read_governance(user) -> bool:
+    """Compliance officers read versions, evaluations and deployments too (and change nothing)."""
+    return can_own_models(user) or user_has_role(user, {Role.COMPLIANCE})

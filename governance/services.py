@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from config.request_context import get_request_id
 from governance.audit import AUDIT_LOCK_KEY, GENESIS_HASH, canonical_json, event_hash
-from governance.models import AuditEvent, ModelVersion, PromptVersion, Provider, VersionStatus
+from governance.models import AuditEvent
 
 DEFAULT_PROMPT_NAME = "customer-assistant"
 DEFAULT_PROMPT_TEMPLATE = """You are the customer assistant of {company}. Answer only from the numbered \
@@ -53,39 +53,3 @@ def audit_event_record(*, actor=None, action: str, target=None, target_type: str
         actor_label=actor_label, action=action, target_type=target_type, target_id=target_id,
         request_id=request_id, data=clean,
     )
-
-
-def runtime_versions_ensure(*, provider: str, model_name: str, endpoint: str = "") -> tuple[ModelVersion, PromptVersion]:
-    """The versions the configured provider answers with, created active on first use.
-
-    The approval workflow (draft → submitted → approved → active) is layered on these rows;
-    until a model owner registers versions, the configured runtime is recorded as-is so
-    that every turn still names the exact model and prompt it used.
-    """
-    model_version = ModelVersion.objects.filter(provider=provider, model_name=model_name, endpoint=endpoint).first()
-    prompt_version = (
-        PromptVersion.objects.filter(name=DEFAULT_PROMPT_NAME, status=VersionStatus.ACTIVE).order_by("-version").first()
-    )
-    if model_version and prompt_version:
-        return model_version, prompt_version
-    with transaction.atomic():
-        if model_version is None:
-            model_version, created = ModelVersion.objects.get_or_create(
-                provider=provider, model_name=model_name, endpoint=endpoint,
-                defaults={
-                    "name": "Offline extractive" if provider == Provider.OFFLINE else model_name,
-                    "status": VersionStatus.ACTIVE,
-                },
-            )
-            if created:
-                audit_event_record(action="model_version.registered", target=model_version,
-                                   data={"provider": provider, "model": model_name, "endpoint": endpoint})
-        if prompt_version is None:
-            prompt_version, created = PromptVersion.objects.get_or_create(
-                name=DEFAULT_PROMPT_NAME, version=1,
-                defaults={"template": DEFAULT_PROMPT_TEMPLATE, "status": VersionStatus.ACTIVE},
-            )
-            if created:
-                audit_event_record(action="prompt_version.registered", target=prompt_version,
-                                   data={"name": DEFAULT_PROMPT_NAME, "version": 1})
-    return model_version, prompt_version

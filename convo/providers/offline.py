@@ -47,6 +47,13 @@ class OfflineProvider:
     max_sentences = 3
     min_score = 0.30
 
+    def __init__(self, *, max_sentences: int | None = None, min_score: float | None = None) -> None:
+        # A model version's parameters (``governance.ModelVersion.parameters``) tune the extract.
+        if max_sentences is not None:
+            self.max_sentences = max(1, int(max_sentences))
+        if min_score is not None:
+            self.min_score = float(min_score)
+
     def answer(self, request: AnswerRequest, on_token: Callable[[str], None]) -> ProviderResult:
         started = time.perf_counter()
         curated = next((s for s in request.sources if s["n"] == request.curated_source), None)

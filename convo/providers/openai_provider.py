@@ -38,10 +38,11 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, *, base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int,
-                 http_client=None):
+                 temperature: float = 0.2, http_client=None):
         self.model_name = model
         self.endpoint = base_url
         self.max_tokens = max_tokens
+        self.temperature = temperature
         kwargs = {"base_url": base_url, "api_key": api_key, "timeout": timeout_s, "max_retries": 1}
         if http_client is not None:
             kwargs["http_client"] = http_client
@@ -52,7 +53,7 @@ class OpenAIProvider:
         messages += request.history[-8:]
         messages.append({"role": "user", "content": request.question})
         params = {"model": self.model_name, "messages": messages, "stream": True, "max_tokens": self.max_tokens,
-                  "temperature": 0.2, "stream_options": {"include_usage": True}}
+                  "temperature": self.temperature, "stream_options": {"include_usage": True}}
         if request.tools:
             params["tools"] = request.tools
         started = time.perf_counter()
