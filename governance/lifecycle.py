@@ -278,14 +278,14 @@ def assistant_get(name: str = DEFAULT_ASSISTANT) -> Assistant:
 
 
 def _require_deployable(version: Version, *, shadow: bool = False) -> None:
-    allowed = DEPLOYABLE_STATUSES | ({VersionStatus.SUBMITTED} if shadow else set())
-    if version.status not in allowed or (version.status == VersionStatus.RETIRED and version.approved_at is None
-                                         and not shadow):
-        what = "approved or submitted" if shadow else "approved"
-        raise LifecycleRefused(f"{version.label} is {version.get_status_display().lower()}: only {what} versions "
-                               f"can be {'put in shadow' if shadow else 'deployed'}.", code="not_approved")
-    if version.approved_at is None and version.status != VersionStatus.SUBMITTED and not _bootstrapped(version):
-        raise LifecycleRefused(f"{version.label} was never approved.", code="not_approved")
+    """Customers only ever meet approved versions (or the runtime registered from configuration);
+    a shadow, recorded only, may also be a version still waiting for approval."""
+    cleared = version.status in DEPLOYABLE_STATUSES and (version.approved_at is not None or _bootstrapped(version))
+    if cleared or (shadow and version.status == VersionStatus.SUBMITTED):
+        return
+    what = "approved or submitted" if shadow else "approved"
+    raise LifecycleRefused(f"{version.label} is {version.get_status_display().lower()}: only {what} versions "
+                           f"can be {'put in shadow' if shadow else 'deployed'}.", code="not_approved")
 
 
 def _bootstrapped(version: Version) -> bool:

@@ -50,6 +50,8 @@ DEMO_USERS = [
     DemoUser("supervisor", "tandem-supervisor", Role.SUPERVISOR, "Robin"),
     DemoUser("compliance", "tandem-compliance", Role.COMPLIANCE, "Casey"),
     DemoUser("modelowner", "tandem-modelowner", Role.MODEL_OWNER, "Morgan"),
+    # A second model owner: approving a version takes someone other than its author.
+    DemoUser("modelowner2", "tandem-modelowner2", Role.MODEL_OWNER, "Jordan"),
     DemoUser("admin", "tandem-admin", Role.ADMINISTRATOR, "Ada"),
 ]
 
