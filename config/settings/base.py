@@ -228,6 +228,24 @@ REST_FRAMEWORK = {
 }
 
 AUDITLOG_INCLUDE_ALL_MODELS = False
+# Field changes of what people edit in the admin (who, when, before → after). AI decisions and
+# domain acts go to the hash-chained AuditEvent log instead. Stored secrets are never copied.
+_SECRET = ["secret_encrypted"]
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    {"model": "auth.user", "exclude_fields": ["password", "last_login"]},
+    "auth.group",
+    "review.team",
+    "knowledge.collection",
+    "knowledge.document",
+    "knowledge.embeddingspace",
+    "convo.intent",
+    {"model": "convo.intentexample", "exclude_fields": ["embedding"]},
+    "convo.cannedresponse",
+    {"model": "integrations.connector", "exclude_fields": _SECRET},
+    "integrations.actiondefinition",
+    {"model": "integrations.inboundwebhookconfig", "exclude_fields": _SECRET},
+    {"model": "integrations.webhookendpoint", "exclude_fields": _SECRET},
+)
 
 LOGGING = {
     "version": 1,
