@@ -110,6 +110,10 @@ def runtime_register(*, assistant_name: str, provider: str, model_name: str, end
                     name=name, version=1, provider=provider, model_name=model_name, endpoint=endpoint,
                     status=VersionStatus.ACTIVE, description="Registered from the runtime configuration.",
                     intended_use="Answer customers' questions from the published help centre, with citations.",
+                    limitations=(
+                        "Extractive: replies only with sentences of the retrieved articles; it cannot combine facts "
+                        "or explain in its own words. English only." if provider == Provider.OFFLINE else ""),
+                    risk_level="low" if provider == Provider.OFFLINE else "medium",
                 )
                 _bootstrap_event(model_version)
             prompt_version = PromptVersion.objects.filter(name=DEFAULT_PROMPT_NAME).order_by("version").first()

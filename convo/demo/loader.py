@@ -56,6 +56,9 @@ DEMO_USERS = [
 ]
 
 
+CONCISE_MODEL = "offline-concise"
+
+
 def _load_catalogue() -> dict:
     return json.loads((DEMO_DIR / "actions.json").read_text())
 
@@ -180,6 +183,33 @@ def load_people() -> list[DemoUser]:
     return DEMO_USERS
 
 
+def load_versions() -> None:
+    """The configured runtime as the active version, and a concise variant of it written by the
+    model owner and waiting for approval (evaluate it, then approve it as the second owner)."""
+    from django.contrib.auth import get_user_model
+
+    from convo.providers import provider_for_settings
+    from governance import lifecycle
+    from governance.models import ModelVersion
+    from governance.routing import assistant_routing
+
+    assistant_routing(runtime=provider_for_settings())
+    if ModelVersion.objects.filter(name=CONCISE_MODEL).exists():
+        return
+    owner = get_user_model().objects.get(username="modelowner")
+    candidate = lifecycle.model_version_create(
+        actor=owner, name=CONCISE_MODEL, provider="offline", model_name="extractive-v1",
+        parameters={"max_sentences": 1, "min_score": 0.35}, risk_level="low",
+        description="One sentence per answer: customers on mobile asked for shorter replies.",
+        intended_use="Answer Brightwater customers' questions about orders, delivery, returns and their account "
+                     "from the published help centre, citing the article used.",
+        limitations="Extractive: replies only with sentences found in the retrieved articles, so it cannot combine "
+                    "facts from several articles or explain in its own words. English only. A single sentence "
+                    "may leave out conditions stated in the next one.",
+    )
+    lifecycle.version_submit(actor=owner, version=candidate)
+
+
 def load_demo(stdout=None) -> dict:
     catalogue = _load_catalogue()
     changed = load_knowledge(stdout)
@@ -189,5 +219,6 @@ def load_demo(stdout=None) -> dict:
         users = load_people()
         load_canned_responses()
         grant_knowledge_access()
+        load_versions()
         audit_event_record(action="demo.loaded", data={"documents_changed": changed})
     return {"documents_changed": changed, "users": users}

@@ -45,7 +45,7 @@ def _finished_run(model_version, prompt_version, author) -> EvaluationRun:
 
 
 def _concise_model(author) -> ModelVersion:
-    return lifecycle.model_version_create(actor=author, name="offline-concise", provider="offline",
+    return lifecycle.model_version_create(actor=author, name="offline-brief", provider="offline",
                                           model_name="extractive-v1", parameters={"max_sentences": 1},
                                           intended_use="Short answers", limitations="English only")
 
@@ -61,7 +61,7 @@ def _refusals(code: str) -> int:
     return AuditEvent.objects.filter(action="version.refused", data__code=code).count()
 
 
-def test_the_first_turn_registers_the_configured_runtime_as_the_active_pair(say):
+def test_the_configured_runtime_is_registered_once_as_the_active_pair(say):
     turn = say("How long do refunds take?")
     routing = assistant_routing()
     assert routing.primary.from_configuration
@@ -138,7 +138,7 @@ def test_people_who_are_not_model_owners_change_nothing(users, live):
             _concise_model(users[username])
         with pytest.raises(LifecycleRefused, match="Only model owners"):
             lifecycle.deployment_rollback(actor=users[username], reason="x")
-    assert not ModelVersion.objects.filter(name="offline-concise").exists()
+    assert not ModelVersion.objects.filter(name="offline-brief").exists()
     assert _refusals("not_model_owner") == 6
 
 
@@ -304,3 +304,13 @@ def test_a_changed_runtime_configuration_replaces_a_configured_primary_only(owne
                                   reason="governed")
     assert assistant_routing(runtime=Runtime()).primary.model_version == version
     assert isinstance(assistant_routing(), Routing)
+
+
+def test_the_demo_has_a_candidate_waiting_for_another_owners_approval(users):
+    from convo.demo.loader import CONCISE_MODEL, load_versions
+
+    candidate = ModelVersion.objects.get(name=CONCISE_MODEL)
+    assert candidate.status == VersionStatus.SUBMITTED and candidate.created_by == users["modelowner"]
+    assert candidate.intended_use and candidate.limitations
+    load_versions()
+    assert ModelVersion.objects.filter(name=CONCISE_MODEL).count() == 1
