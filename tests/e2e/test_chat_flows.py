@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from channels.testing import ChannelsLiveServerTestCase
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
+
+from tests.e2e.base import BrowserTestCase
 
 pytestmark = [
     pytest.mark.e2e,
@@ -15,55 +16,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Session-scoped fixtures defined as instance methods"),
 ]
 
-# A turn includes the first load of the embedding model in the server process.
-expect.set_options(timeout=20_000)
 
-
-class ChatFlowsTest(ChannelsLiveServerTestCase):
-    """One class, so one server process: it loads the embedding model once."""
-
-    @pytest.fixture(autouse=True)
-    def _inject(self, page: Page, browser: Browser, demo_backend):
-        self.page = page
-        self.browser = browser
-        self.backend = demo_backend
-
-    def setUp(self):
-        from convo.demo.loader import load_demo
-
-        # The flush between tests empties the audit table (tests/conftest.py) and the role
-        # groups come back through governance's post_migrate handler.
-        super().setUp()
-        self.backend.reset()
-        load_demo()
-
+class ChatFlowsTest(BrowserTestCase):
     # --- helpers --------------------------------------------------------------------------
-
-    def open_chat(self, page: Page | None = None) -> Page:
-        page = page or self.page
-        page.goto(f"{self.live_server_url}/chat/")
-        expect(page.locator("#conn")).to_have_text("Connected")
-        return page
-
-    def say(self, text: str, page: Page | None = None) -> None:
-        page = page or self.page
-        replies = page.locator(".msg-assistant:not(.live), .msg-system, .msg-agent")
-        before = replies.count()
-        page.get_by_label("Your message").fill(text)
-        page.get_by_label("Your message").press("Enter")
-        expect(page.locator(".msg-customer:not(.pending)").filter(has_text=text)).to_be_visible()
-        expect(replies).not_to_have_count(before)
 
     def agent_page(self, username: str = "agent") -> Page:
         """A second browser (its own cookies) signed in to the back office."""
-        context = self.browser.new_context(viewport={"width": 1280, "height": 800})
-        agent = context.new_page()
-        agent.goto(f"{self.live_server_url}/office/")
-        agent.get_by_label("Username").fill(username)
-        agent.get_by_label("Password").fill(f"tandem-{username}")
-        agent.get_by_role("button", name="Sign in").click()
-        expect(agent.get_by_role("heading", name="Queue", exact=True)).to_be_visible()
-        return agent
+        return self.staff(username, width=1280, height=800)
 
     def conversation_id(self) -> str:
         return self.page.locator(".chat-card").get_attribute("data-conversation")

@@ -6,31 +6,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from channels.testing import ChannelsLiveServerTestCase
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import expect
+
+from tests.e2e.base import BrowserTestCase
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.filterwarnings("ignore:Session-scoped fixtures defined as instance methods"),
 ]
 
-expect.set_options(timeout=20_000)
 
-
-class CsatSurveyTest(ChannelsLiveServerTestCase):
-    @pytest.fixture(autouse=True)
-    def _inject(self, page: Page, browser: Browser, demo_backend):
-        self.page = page
-        self.browser = browser
-        self.backend = demo_backend
-
-    def setUp(self):
-        from convo.demo.loader import load_demo
-
-        super().setUp()
-        self.backend.reset()
-        load_demo()
-
+class CsatSurveyTest(BrowserTestCase):
     def test_customer_rates_the_conversation_after_the_agent_closes_it(self):
         from convo.models import Conversation
 

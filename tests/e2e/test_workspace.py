@@ -6,63 +6,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from channels.testing import ChannelsLiveServerTestCase
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import expect
+
+from tests.e2e.base import BrowserTestCase
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.filterwarnings("ignore:Session-scoped fixtures defined as instance methods"),
 ]
 
-expect.set_options(timeout=20_000)
 
-
-class WorkspaceTest(ChannelsLiveServerTestCase):
-    """One class, so one server process (it loads the embedding model once)."""
-
-    @pytest.fixture(autouse=True)
-    def _inject(self, page: Page, browser: Browser, demo_backend):
-        self.page = page
-        self.browser = browser
-        self.backend = demo_backend
-
-    def setUp(self):
-        from convo.demo.loader import load_demo
-
-        super().setUp()
-        self.backend.reset()
-        load_demo()
-
-    # --- helpers --------------------------------------------------------------------------
-
-    def open_chat(self, page: Page | None = None) -> Page:
-        page = page or self.page
-        page.goto(f"{self.live_server_url}/chat/")
-        expect(page.locator("#conn")).to_have_text("Connected")
-        return page
-
-    def say(self, text: str, page: Page | None = None) -> None:
-        page = page or self.page
-        replies = page.locator(".msg-assistant:not(.live), .msg-system, .msg-agent")
-        before = replies.count()
-        page.get_by_label("Your message").fill(text)
-        page.get_by_label("Your message").press("Enter")
-        expect(page.locator(".msg-customer:not(.pending)").filter(has_text=text)).to_be_visible()
-        expect(replies).not_to_have_count(before)
-
-    def staff(self, username: str) -> Page:
-        context = self.browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        page.goto(f"{self.live_server_url}/office/")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(f"tandem-{username}")
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Queue", exact=True)).to_be_visible()
-        expect(page.locator("#queue-live")).to_have_text("Live")
-        return page
-
-    # --- tests ----------------------------------------------------------------------------
-
+class WorkspaceTest(BrowserTestCase):
     def test_escalation_reaches_the_open_queue_agent_claims_takes_over_and_hands_back(self):
         agent = self.staff("agent")
         queue = agent.get_by_role("complementary", name="Queue")
