@@ -1,7 +1,12 @@
-"""What the retrieval benchmarks share: a throwaway database on the configured server, and
+"""What the benchmarks share: a throwaway database on the configured server, and
 percentiles. Imported by the scripts in this folder (run from the repo root)."""
 
 from __future__ import annotations
+
+import os
+import secrets
+import time
+from contextlib import contextmanager
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -40,3 +45,34 @@ def drop_database(db: dict, name: str) -> None:
     connections.close_all()
     with admin_connect(db) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database(prefix: str, *, keep: bool = False):
+    """A new database on the configured server, migrated, that every ORM query of this process
+    uses; dropped on the way out unless ``keep``. Yields its name.
+
+    Call before ``django.setup()`` has opened a connection: connections are made lazily from
+    settings, so pointing the default alias at the new database first is enough."""
+    import django
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    create_database(db, name)
+    db["NAME"] = name
+    try:
+        django.setup()
+        from django.core.management import call_command
+
+        print(f"database {name} on {db.get('HOST') or 'localhost'}; {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        started = time.perf_counter()
+        call_command("migrate", verbosity=0, interactive=False)
+        print(f"migrated in {time.perf_counter() - started:.1f} s", flush=True)
+        yield name
+        if keep:
+            print(f"kept database {name}")
+    finally:
+        if not keep:
+            drop_database(db, name)

@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import sys
 import threading
 import time
@@ -51,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.benchlib import create_database, drop_database, percentile  # noqa: E402
+from bench.benchlib import fresh_database, percentile  # noqa: E402
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
@@ -233,35 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or args.agents < 1 or args.page_iterations < 0 or args.seconds <= 0:
         parser.error("--items, --agents and --seconds must be positive")
 
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    name = f"tandem_bench_review_{secrets.token_hex(4)}"
-    create_database(db, name)
-    # Connections are made lazily from settings: pointing the default alias at the new database
-    # before django.setup() makes every ORM query of this process use it.
-    db["NAME"] = name
     run_started = time.perf_counter()
     summary: list[str] = []
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    command = " ".join([".venv/bin/python bench/review_queue.py", *(argv if argv is not None else sys.argv[1:])])
+    print(f"$ {command}")
+    with fresh_database("tandem_bench_review", keep=args.keep_db):
+        from django.conf import settings
         from django.db import connection
         from django.test import Client
 
         from review.models import ReviewEvent, ReviewItem, Team
         from review.selectors import review_item_list_for_user, review_queue_counts
         from review.services import review_item_claim_next, review_item_resolve
-
-        command = " ".join([".venv/bin/python bench/review_queue.py", *(argv if argv is not None else sys.argv[1:])])
-        print(f"$ {command}")
-        print(f"database {name} on {db.get('HOST') or 'localhost'}; {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        t0 = time.perf_counter()
-        call_command("migrate", verbosity=0, interactive=False)
-        print(f"migrated in {time.perf_counter() - t0:.1f} s", flush=True)
 
         teams = [Team.objects.create(name=n, sla_minutes=240) for n in TEAMS]
         agents, by_team = agents_create(count=args.agents, teams=teams)
@@ -374,15 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(f"load average (1 min) before={load_before:.2f} after={os.getloadavg()[0]:.2f} on "
                        f"{os.cpu_count()} CPUs; measuring took {time.perf_counter() - bench_started:.0f} s, "
                        f"the run {time.perf_counter() - run_started:.0f} s")
-        if args.keep_db:
-            print(f"kept database {name}")
         print(f"\n== summary ({args.items} items, live queue {live}, {args.agents} agents, {len(TEAMS)} teams) ==")
         print(f"$ {command}")
         print("\n".join(summary))
         return 0 if ok else 1
-    finally:
-        if not args.keep_db:
-            drop_database(db, name)
 
 
 if __name__ == "__main__":
