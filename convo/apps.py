@@ -8,6 +8,7 @@ class ConvoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from convo import handlers
+        from convo import handlers, retention
 
         handlers.register()
+        retention.register()

@@ -6,7 +6,15 @@ someone with database access did not recompute every hash after an edit (the has
 Signed checkpoints close both gaps: every ten minutes the head ``(seq, hash)`` is signed with
 HMAC-SHA256 under ``AUDIT_CHECKPOINT_KEY``, stored (append-only) and printed as a JSON line that
 operators ship elsewhere. ``chain_verify`` checks every checkpoint's signature and that the
-chain still holds that seq with that hash."""
+chain still holds that seq with that hash.
+
+Payloads can be anonymised without breaking the chain: a row's hash covers the SHA-256 of its
+payload (``data_sha256``), not the payload itself. A retention purge replaces a payload with a
+marker ``{"_purged": {"digest": <that SHA-256>, "policy": ..., "at": ...}}`` (the only UPDATE the
+database allows, see migration 0007) and lists the row's seq in a later ``retention.purged``
+event; verification hashes the marker's digest in place of the payload and reports a marked row
+that no such event lists (a hand-made marker). This recipe replaced one that hashed the payload
+itself; there was no deployed chain to stay compatible with."""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Iterable, Mapping
@@ -35,8 +44,45 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# A purged payload: {"_purged": {"digest": sha256 of the original payload, "policy": ..., "at": ...}}.
+PURGE_MARKER_KEY = "_purged"
+PURGE_MARKER_FIELDS = frozenset({"digest", "policy", "at"})
+# The event that lists the rows a purge anonymised (``data["audit_seqs"]``: [[from, to], ...]).
+PURGE_LISTING_ACTION = "retention.purged"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def payload_sha256(data: Any) -> str:
+    """SHA-256 of the canonical JSON of a payload as stored."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def purge_marker(*, data: Any, policy: str, at: datetime) -> dict:
+    """The marker that replaces ``data`` when a retention purge anonymises it."""
+    return {PURGE_MARKER_KEY: {"digest": payload_sha256(data), "policy": policy, "at": at.isoformat()}}
+
+
+def purged_digest(data: Any) -> str | None:
+    """The original payload's digest if ``data`` is a purge marker, else None."""
+    if not isinstance(data, dict) or set(data) != {PURGE_MARKER_KEY}:
+        return None
+    marker = data[PURGE_MARKER_KEY]
+    if not isinstance(marker, dict) or set(marker) != PURGE_MARKER_FIELDS:
+        return None
+    digest = marker.get("digest")
+    return digest if isinstance(digest, str) and _HEX64.fullmatch(digest) else None
+
+
+def data_digest(data: Any) -> str:
+    """What a row's hash covers of its payload: the payload's SHA-256, or for a purged row the
+    digest its marker kept (whether the purge was real is ``verify_rows``'s question)."""
+    return purged_digest(data) or payload_sha256(data)
+
+
 def event_hash(*, seq: int, prev_hash: str, occurred_at, actor_id: str, actor_label: str, action: str,
                target_type: str, target_id: str, request_id: str, data: dict) -> str:
+    """SHA-256 of the canonical JSON of the row's fields, its payload by digest (``data_digest``),
+    so that anonymising the payload later keeps the hash."""
     payload = canonical_json(
         {
             "seq": seq,
@@ -46,10 +92,61 @@ def event_hash(*, seq: int, prev_hash: str, occurred_at, actor_id: str, actor_la
             "action": action,
             "target": [target_type, target_id],
             "request": request_id,
-            "data": data,
+            "data_sha256": data_digest(data),
         }
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """[[from, to], ...] of consecutive runs of the sorted ``seqs`` (how purge events list rows)."""
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return ranges
+
+
+def _listed_ranges(data: Any) -> list[tuple[int, int]]:
+    """The [from, to] seq ranges a ``retention.purged`` event lists (ignores anything malformed)."""
+    listed = data.get("audit_seqs") if isinstance(data, dict) else None
+    ranges = []
+    for item in listed if isinstance(listed, list) else []:
+        if (isinstance(item, list) and len(item) == 2 and all(type(n) is int for n in item)  # noqa: E721 (no bools)
+                and item[0] <= item[1]):
+            ranges.append((item[0], item[1]))
+    return ranges
+
+
+class _PurgedRows:
+    """Purged rows seen so far that no later ``retention.purged`` event has listed yet, kept as
+    sorted, disjoint [from, to] ranges (a million purged rows in a row are one range)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+
+    def add(self, seq: int) -> None:
+        if self.ranges and self.ranges[-1][1] == seq - 1:
+            self.ranges[-1][1] = seq
+        else:
+            self.ranges.append([seq, seq])
+
+    def discharge(self, low: int, high: int) -> None:
+        kept: list[list[int]] = []
+        for start, end in self.ranges:
+            if end < low or start > high:
+                kept.append([start, end])
+                continue
+            if start < low:
+                kept.append([start, low - 1])
+            if end > high:
+                kept.append([high + 1, end])
+        self.ranges = kept
+
+    def first(self) -> int | None:
+        return self.ranges[0][0] if self.ranges else None
 
 
 @dataclass(frozen=True)
@@ -72,15 +169,21 @@ class AuditChainBroken(Exception):
 # --- verification -------------------------------------------------------------------------
 
 def verify_rows(rows: Iterable, *, checkpoints: Mapping[int, str] | None = None, start_seq: int = 1,
-                prev_hash: str = GENESIS_HASH) -> ChainReport:
+                prev_hash: str = GENESIS_HASH, require_purge_listing: bool = True) -> ChainReport:
     """Walk rows in seq order; report the first row whose link or content does not hold.
 
     ``checkpoints`` maps seq → hash from signed checkpoints (signatures already checked): the
     row at each such seq must carry that hash, and the chain must reach the highest one.
-    ``start_seq``/``prev_hash`` verify a segment that continues an already signed head."""
+    ``start_seq``/``prev_hash`` verify a segment that continues an already signed head.
+
+    A row whose payload is a purge marker verifies with the marker's digest, and must be listed
+    (``audit_seqs``) by a later ``retention.purged`` event; one that is not is reported at the end
+    of the walk (``require_purge_listing=False`` skips that, for a segment whose listing event may
+    lie beyond its end)."""
     checkpoints = checkpoints or {}
     expected_seq = start_seq
     checked = 0
+    unlisted = _PurgedRows()
     for row in rows:
         if row.seq != expected_seq:
             return ChainReport(checked, False, expected_seq, f"row seq {expected_seq} is missing (found {row.seq})")
@@ -98,6 +201,11 @@ def verify_rows(rows: Iterable, *, checkpoints: Mapping[int, str] | None = None,
             return ChainReport(checked, False, row.seq,
                                f"row hash differs from the signed checkpoint at seq {row.seq} "
                                "(the chain was rewritten up to here)")
+        if purged_digest(row.data) is not None:
+            unlisted.add(row.seq)
+        elif row.action == PURGE_LISTING_ACTION:
+            for low, high in _listed_ranges(row.data):
+                unlisted.discharge(low, min(high, row.seq - 1))  # only earlier rows can be listed
         prev_hash = row.hash
         expected_seq += 1
         checked += 1
@@ -107,6 +215,11 @@ def verify_rows(rows: Iterable, *, checkpoints: Mapping[int, str] | None = None,
                            f"chain truncated: a signed checkpoint holds seq {last_signed} but the chain ends at "
                            f"seq {expected_seq - 1} (rows {expected_seq}..{last_signed} deleted)",
                            len(checkpoints))
+    first_unlisted = unlisted.first()
+    if require_purge_listing and first_unlisted is not None:
+        return ChainReport(checked, False, first_unlisted,
+                           f"payload of seq {first_unlisted} was replaced by a purge marker that no later "
+                           f"{PURGE_LISTING_ACTION} event lists (not a retention purge)", len(checkpoints))
     return ChainReport(checked, True, checkpoints=len(checkpoints))
 
 
@@ -212,7 +325,9 @@ def audit_checkpoint_create(*, batch_size: int = 5000):
         rows = (AuditEvent.objects.filter(seq__gte=start_seq, seq__lte=head[0]).order_by("seq")
                 .values_list(*EVENT_FIELDS, named=True).iterator(chunk_size=batch_size))
         try:
-            report = verify_rows(rows, start_seq=start_seq, prev_hash=prev_hash)
+            # The signature covers hashes, which a purge keeps; whether each purge marker is listed
+            # is audit_verify's check over the whole chain (a listing may lie past this segment).
+            report = verify_rows(rows, start_seq=start_seq, prev_hash=prev_hash, require_purge_listing=False)
         finally:
             rows.close()
         if not report.ok or start_seq + report.checked - 1 != head[0]:

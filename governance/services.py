@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from config.request_context import get_request_id
-from governance.audit import AUDIT_LOCK_KEY, GENESIS_HASH, canonical_json, event_hash
+from governance.audit import AUDIT_LOCK_KEY, GENESIS_HASH, PURGE_MARKER_KEY, canonical_json, event_hash
 from governance.models import AuditEvent
 
 DEFAULT_PROMPT_NAME = "customer-assistant"
@@ -35,6 +35,10 @@ def audit_event_record(*, actor=None, action: str, target=None, target_type: str
         actor_id, actor_label = str(actor.pk), actor.get_username()
     elif isinstance(actor, str):
         actor_label = actor
+    if isinstance(data, dict) and PURGE_MARKER_KEY in data:
+        # Only a retention purge writes that shape, over an existing row (verification would
+        # report a new row carrying it as a forged purge anyway).
+        raise ValueError(f"an audit payload may not use the reserved key {PURGE_MARKER_KEY!r}")
     # Round-trip through JSON so the hash covers exactly what jsonb will give back.
     clean = json.loads(canonical_json(data or {}))
     with connection.cursor() as cursor:

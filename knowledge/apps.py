@@ -21,5 +21,8 @@ class KnowledgeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from knowledge import retention
+
+        retention.register()
         # A flush (transactional tests) empties the table; the index must always have a space.
         post_migrate.connect(_initial_space, sender=self, dispatch_uid="knowledge.initial_space")

@@ -9,6 +9,14 @@ from governance.models.evaluation import (
     RunKind,
     RunStatus,
 )
+from governance.models.retention import (
+    HoldScope,
+    LegalHold,
+    RetentionAction,
+    RetentionPolicy,
+    RetentionRun,
+    RetentionRunStatus,
+)
 from governance.models.versions import (
     DEPLOYABLE_STATUSES,
     FROZEN_STATUSES,
@@ -29,4 +37,5 @@ __all__ = [
     "DeploymentRole", "EvaluationCase", "EvaluationCategory", "EvaluationResult", "EvaluationRun", "ModelVersion",
     "PromptVersion", "Provider", "RiskLevel", "RunKind", "RunStatus", "VersionEvent", "VersionEventKind",
     "VersionStatus",
+    "HoldScope", "LegalHold", "RetentionAction", "RetentionPolicy", "RetentionRun", "RetentionRunStatus",
 ]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from config.models import uuid7
 
 
 class AuditEvent(models.Model):
-    """One significant act. Append-only (a database trigger refuses UPDATE and DELETE);
-    each row's hash covers its content and the previous row's hash."""
+    """One significant act. Append-only: a database trigger refuses DELETE and TRUNCATE, and every
+    UPDATE but one — a retention purge replacing ``data`` with a purge marker (migration 0007).
+    Each row's hash covers its content (the payload by its SHA-256) and the previous row's hash."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     seq = models.BigIntegerField(unique=True)
@@ -27,7 +29,14 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["target_type", "target_id"], name="auditevent_target_idx")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="auditevent_target_idx"),
+            # A version's technical documentation counts the AI turns recorded with it.
+            models.Index(KeyTransform("model_version", "data"), condition=models.Q(action="ai.turn"),
+                         name="auditevent_turn_model_idx"),
+            models.Index(KeyTransform("prompt_version", "data"), condition=models.Q(action="ai.turn"),
+                         name="auditevent_turn_prompt_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.target_type}:{self.target_id}"

@@ -197,3 +197,12 @@ def test_event_rolls_back_with_the_act(flushable_db):
         event = audit_event_record(action="test.kept")
     assert event.seq == 1
     assert audit_chain_verify().ok
+
+
+def test_a_new_event_cannot_pose_as_a_purged_one(db):
+    from governance.models import AuditEvent
+
+    before = AuditEvent.objects.count()
+    with pytest.raises(ValueError, match="reserved key '_purged'"), transaction.atomic():
+        audit_event_record(action="test.forged", data={"_purged": {"digest": "0" * 64, "policy": "x", "at": "now"}})
+    assert AuditEvent.objects.count() == before
