@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from convo import views, views_canned, views_queue
+from convo import views, views_canned, views_compliance, views_queue
 
 office_patterns = [
     path("", views.inbox, name="inbox"),
@@ -22,6 +22,14 @@ office_patterns = [
     path("items/<uuid:item_id>/claim/", views_queue.item_claim, name="item_claim"),
     path("items/<uuid:item_id>/release/", views_queue.item_release, name="item_release"),
     path("items/<uuid:item_id>/needed-human/", views_queue.item_needed_human, name="item_needed_human"),
+    # Compliance (officers and administrators): search, records, evidence exports.
+    path("compliance/", views_compliance.compliance_search, name="compliance"),
+    path("compliance/conversations/<uuid:conversation_id>/", views_compliance.compliance_conversation,
+         name="compliance_conversation"),
+    path("compliance/conversations/<uuid:conversation_id>/export.<str:fmt>",
+         views_compliance.compliance_conversation_export, name="compliance_conversation_export"),
+    path("compliance/turns/<uuid:turn_id>/", views_compliance.compliance_turn, name="compliance_turn"),
+    path("compliance/export.<str:fmt>", views_compliance.compliance_export, name="compliance_export"),
 ]
 
 chat_patterns = [

@@ -565,3 +565,62 @@ def test_unknown_ids_answer_like_invisible_ones(world):
     assert client.post(reverse("office:item_claim", args=[unknown])).status_code == 404
     assert client.get(f"/api/review/items/{unknown}/").status_code == 404
     assert client.get("/api/review/items/not-a-uuid/").status_code == 404
+
+
+# --- compliance pages (convo/views_compliance.py) -------------------------------------------------
+# Reading them is itself an audited act: an allowed view or export appends exactly its
+# ``compliance.viewed`` / ``compliance.exported`` event and changes nothing else; a refused one
+# changes nothing at all. Compliance officers and administrators only (other_team_agent included:
+# no team grants it).
+
+def _compliance_turn(w):
+    from convo.models import Turn
+
+    return Turn.objects.get(reply=w.answer)
+
+
+def _compliance_export(fmt):
+    return lambda w: reverse("office:compliance_conversation_export", args=[w.conversation.pk, fmt])
+
+
+def _compliance_range(fmt):
+    return lambda w: reverse("office:compliance_export", args=[fmt]) + "?from=2000-01-01&to=2000-01-31"
+
+
+COMPLIANCE_GET_URLS = {
+    "compliance_search": lambda w: reverse("office:compliance"),
+    "compliance_conversation": _conversation_url("compliance_conversation"),
+    "compliance_turn": lambda w: reverse("office:compliance_turn", args=[_compliance_turn(w).pk]),
+    **{f"compliance_export_{fmt}": _compliance_export(fmt) for fmt in ("json", "html", "pdf")},
+    **{f"compliance_range_{fmt}": _compliance_range(fmt) for fmt in ("json", "html", "pdf")},
+}
+COMPLIANCE_GET_TABLE = {
+    "compliance_search":       (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_conversation": (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_turn":         (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_export_json":  (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_export_html":  (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_export_pdf":   (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_range_json":   (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_range_html":   (302, 403, 403, 403, 403, 200, 403, 200),
+    "compliance_range_pdf":    (302, 403, 403, 403, 403, 200, 403, 200),
+}
+assert set(COMPLIANCE_GET_TABLE) == set(COMPLIANCE_GET_URLS)
+assert all(len(row) == len(ROLES) for row in COMPLIANCE_GET_TABLE.values())
+
+COMPLIANCE_GET_CELLS = [pytest.param(endpoint, role, code, id=f"{endpoint}-{role}")
+                        for endpoint, row in COMPLIANCE_GET_TABLE.items() for role, code in zip(ROLES, row)]
+
+
+@pytest.mark.parametrize(("endpoint", "role", "expected"), COMPLIANCE_GET_CELLS)
+def test_compliance_get(world, demo_backend, endpoint, role, expected):
+    url = COMPLIANCE_GET_URLS[endpoint](world)
+    before = snapshot(world, demo_backend)
+    response = client_for(world.users[role]).get(url)
+    assert response.status_code == expected, response.content[:300]
+    if expected == 302:
+        assert response["Location"].startswith(f"{reverse('login')}?next=")
+    after = snapshot(world, demo_backend)
+    audited = expected == 200 and endpoint != "compliance_search"
+    assert after["audit"] == before["audit"] + (1 if audited else 0)
+    assert {k: v for k, v in after.items() if k != "audit"} == {k: v for k, v in before.items() if k != "audit"}
