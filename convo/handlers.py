@@ -59,6 +59,23 @@ def register() -> None:
                               outcomes=(("approved", "Approved"), ("rejected", "Rejected"),
                                         ("expired", "Expired"))))
     register_kind(KindHandler(kind=ItemKind.FLAGGED_ANSWER, outcomes=(("corrected", "Corrected"),)))
+    register_evaluation()
+
+
+def register_evaluation() -> None:
+    """Shadow disagreements: a turn subject, the reviewer's verdicts (kept with the evaluation
+    result), the side-by-side page's review block; and, in the embedded default, the relay loop
+    continues evaluation runs started from a page (``convo.evaluation``)."""
+    from config.periodic import relay_job_register
+    from convo import evaluation
+    from governance.evaluation import register_disagreement_review
+
+    register_subject(SubjectHandler(subject_type=evaluation.TURN_SUBJECT_TYPE, url=evaluation.turn_url,
+                                    item_url=evaluation.shadow_item_url))
+    register_kind(KindHandler(kind=ItemKind.SHADOW_DISAGREEMENT, outcomes=evaluation.OUTCOMES,
+                              on_resolved=evaluation.disagreement_resolved))
+    register_disagreement_review(evaluation.disagreement_review())
+    relay_job_register("evaluation-runs", evaluation.evaluation_runs_continue, every_s=5)
 
 
 def review_item_broadcast(change: ItemChange) -> None:

@@ -2,7 +2,12 @@
 
 Runs in a Celery task (``convo.tasks.run_turn``). Streamed tokens go out as they come; the
 reply, the turn record and its audit event are written in one transaction at the end, and
-the reply is announced after that commit."""
+the reply is announced after that commit. Shadow deployments then answer the same input,
+recorded only (``convo.tasks.shadow_turn``).
+
+``_decide`` also runs *dry* (``turn_decide_dry``, used by ``convo.evaluation``): any model +
+prompt version pair on a given text, history and state, with nothing proposed, executed,
+opened, stored or streamed; an action is only validated and its approval rule applied."""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Callable
 
 from django.conf import settings
 from django.db import transaction
 
 from convo.broadcast import chat_group, group_send_now
-from convo.guards import screen
+from convo.guards import GuardVerdict, screen
 from convo.models import Conversation, ConversationStatus, Decision, Intent, IntentKind, Message, Role, Turn, TurnStatus
 from convo.nlu import extract_params, intent_classify, missing_params
 from convo.providers import ProviderError, provider_for_settings, provider_for_version
@@ -27,7 +33,12 @@ from governance.routing import assistant_routing
 from governance.services import audit_event_record
 from integrations.exceptions import InvalidParameters
 from integrations.models import ActionDefinition, ActionRun, RunStatus
-from integrations.services import action_run_execute, action_run_propose
+from integrations.services import (
+    action_params_validate,
+    action_run_execute,
+    action_run_propose,
+    approvals_required_for,
+)
 from knowledge.curated import curated_answer_texts
 from knowledge.embeddings import embed_query
 from knowledge.selectors import SearchHit, chunk_search
@@ -68,11 +79,31 @@ class Outcome:
     state: dict | None = None
     tool_call: dict = field(default_factory=dict)
     action_run_id: str = ""
+    action: dict | None = None  # the action proposed (or, dry, that would be): {"name", "params"}
     tokens_in: int = 0
     tokens_out: int = 0
     model_ms: float | None = None
     ttft_ms: float | None = None
     error: str = ""
+
+
+@dataclass
+class TurnInput:
+    """What a turn decides on. A live turn reads it from its conversation; a simulated one
+    (``turn_decide_dry``) is given it and has ``dry`` set: then nothing is proposed, executed,
+    opened or stored."""
+
+    text: str
+    guards: GuardVerdict
+    state: dict
+    history: Callable[[bool], list[dict]]  # redact? -> [{"role": "user"|"assistant", "content"}], oldest first
+    turn_id: str = ""  # live: actions are proposed with the idempotency key turn:<id>
+    conversation_id: str = ""
+    dry: bool = False
+
+
+def _no_stream(token: str) -> None:
+    """Where a dry turn's tokens go: nowhere."""
 
 
 class TokenStreamer:
@@ -112,14 +143,18 @@ def turn_run(*, turn_id) -> Turn:
     model_version, prompt_version = deployment.model_version, deployment.prompt_version
     provider = provider_for_version(model_version)
     guards = screen(turn.message.text)
+    state_before = dict(conversation.state or {})  # what shadows start from
     if conversation.status != ConversationStatus.BOT:
         outcome = Outcome(decision=Decision.SKIPPED)
     else:
         group_send_now(chat_group(conversation.pk), {"type": "assistant.typing", "turn_id": str(turn.pk)})
         streamer = TokenStreamer(conversation.pk, turn.pk)
+        turn_input = TurnInput(
+            text=turn.message.text, guards=guards, state=dict(conversation.state or {}),
+            history=lambda redact: _history(conversation, before_seq=turn.message.seq, redact=redact),
+            turn_id=str(turn.pk), conversation_id=str(conversation.pk))
         try:
-            outcome = _decide(turn=turn, conversation=conversation, provider=provider, prompt_version=prompt_version,
-                              guards=guards, streamer=streamer)
+            outcome = _decide(turn_input, provider=provider, prompt_version=prompt_version, on_token=streamer)
         except ProviderError as exc:
             logger.warning("turn %s: provider failed (%s): %s", turn.pk, exc.kind, exc)
             outcome = Outcome(decision=Decision.ERROR, reply=REPLY_ERROR, reply_role=Role.SYSTEM, reply_kind="error",
@@ -130,13 +165,50 @@ def turn_run(*, turn_id) -> Turn:
                               error=f"internal: {exc.__class__.__name__}")
         streamer.flush()
     latency_ms = (time.perf_counter() - started) * 1000
-    return _record(turn_id=turn.pk, outcome=outcome, guards=guards.as_dict(), redacted=guards.redacted,
-                   provider=provider, model_version=model_version, prompt_version=prompt_version,
-                   latency_ms=latency_ms)
+    recorded = _record(turn_id=turn.pk, outcome=outcome, guards=guards.as_dict(), redacted=guards.redacted,
+                       provider=provider, model_version=model_version, prompt_version=prompt_version,
+                       latency_ms=latency_ms)
+    if routing.shadows and recorded.decision != Decision.SKIPPED:
+        _shadows_dispatch(turn_id=recorded.pk, deployments=routing.shadows, state=state_before)
+    return recorded
 
 
-def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -> Outcome:
-    text = turn.message.text
+def _shadows_dispatch(*, turn_id, deployments, state: dict) -> None:
+    """Step 10: each shadow deployment answers the same input afterwards, recorded only. The
+    turn is committed; a shadow that fails (or a broker that refuses the task) is logged and
+    never reaches the customer."""
+    from convo.tasks import shadow_turn
+
+    for deployment in deployments:
+        try:
+            shadow_turn.delay(str(turn_id), str(deployment.pk), state)
+        except Exception:  # noqa: BLE001 - the live turn is done; a shadow is best effort
+            logger.exception("turn %s: shadow %s failed", turn_id, deployment.pk)
+
+
+def turn_decide_dry(*, model_version, prompt_version, text: str, history: list[dict], state: dict | None = None,
+                    on_token: Callable[[str], None] = _no_stream) -> Outcome:
+    """Decide one turn with any model + prompt version pair without side effects: nothing is
+    proposed or executed, no review item is opened, no message or state is stored, nothing is
+    streamed. ``history`` holds the earlier messages, oldest first (``{"role": "user"|"assistant",
+    "content"}``). A provider failure gives the live turn's error outcome."""
+    provider = provider_for_version(model_version)
+    guards = screen(text)
+    given = [{"role": "user" if m.get("role") in ("user", "customer") else "assistant",
+              "content": m.get("content", m.get("text", ""))} for m in history if m.get("role") != "system"][-8:]
+    turn_input = TurnInput(
+        text=text, guards=guards, state=dict(state or {}), dry=True,
+        history=lambda redact: [{**m, "content": screen(m["content"]).redacted} if redact else m for m in given])
+    try:
+        outcome = _decide(turn_input, provider=provider, prompt_version=prompt_version, on_token=on_token)
+    except ProviderError as exc:
+        outcome = Outcome(decision=Decision.ERROR, reply=REPLY_ERROR, reply_role=Role.SYSTEM, reply_kind="error",
+                          error=f"{exc.kind}: {exc}")
+    return outcome
+
+
+def _decide(turn_input: TurnInput, *, provider, prompt_version, on_token) -> Outcome:
+    text, guards = turn_input.text, turn_input.guards
     if guards.injection:
         return Outcome(decision=Decision.FALLBACK, reply=REPLY_INJECTION, reason="injection_screen")
     vector = embed_query(text)
@@ -144,7 +216,7 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
     threshold = settings.TURN_INTENT_MIN_CONFIDENCE
     intent_name = match.name if match else ""
     confidence = match.confidence if match else None
-    state = dict(conversation.state or {})
+    state = dict(turn_input.state)
     pending = state.get("pending_action")
 
     def with_intent(outcome: Outcome) -> Outcome:
@@ -162,7 +234,7 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
             found = extract_params(schema=action.parameters_schema, text=text, asked=pending.get("asked", ""))
             if found:
                 params = {**pending.get("params", {}), **found}
-                return with_intent(_action_flow(turn=turn, conversation=conversation, action=action, params=params,
+                return with_intent(_action_flow(turn_input, action=action, params=params,
                                                 intent=f"action:{action.name}", confidence=confidence))
         # The customer moved on to something else: drop the half-filled request.
         state.pop("pending_action", None)
@@ -178,7 +250,7 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
             # A policy question ("can I return a jacket?") resembles a request; act only on a
             # close match, or a looser one that carries the request's details (an order number).
             if match.confidence >= settings.TURN_ACTION_MIN_CONFIDENCE or params:
-                return with_intent(_action_flow(turn=turn, conversation=conversation, action=action, params=params,
+                return with_intent(_action_flow(turn_input, action=action, params=params,
                                                 intent=match.name, confidence=confidence))
 
     hits = chunk_search(query=text, query_vector=vector, k=4)
@@ -187,27 +259,26 @@ def _decide(*, turn, conversation, provider, prompt_version, guards, streamer) -
     top = hits[0].similarity if hits else 0.0
     tools = _tool_specs(prompt_version.tools) if provider.name != "offline" else []
     if top < settings.TURN_ANSWER_MIN_SCORE and not tools:
-        return with_intent(_fallback(conversation, state, sources))
-    history = _history(conversation, before_seq=turn.message.seq, redact=provider.name != "offline")
+        return with_intent(_fallback(state, sources))
+    history = turn_input.history(provider.name != "offline")
     question = guards.redacted if provider.name != "offline" else text
     system_prompt = prompt_version.template.replace("{company}", COMPANY).replace(
         "{sources}", format_sources(sources if top >= settings.TURN_ANSWER_MIN_SCORE else [], curated=curated))
     result = provider.answer(AnswerRequest(question=question, history=history, sources=sources,
                                            system_prompt=system_prompt, tools=tools, question_vector=vector,
                                            curated_source=curated),
-                             on_token=streamer)
+                             on_token=on_token)
     usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "model_ms": result.model_ms,
              "ttft_ms": result.ttft_ms}
     if result.tool_call:
-        outcome = _tool_flow(turn=turn, conversation=conversation, call=result.tool_call, original_text=text,
-                             confidence=confidence)
+        outcome = _tool_flow(turn_input, call=result.tool_call, confidence=confidence)
         outcome.tool_call = {"name": result.tool_call.name, "arguments": result.tool_call.arguments}
         for key, value in usage.items():
             setattr(outcome, key, value)
         outcome.sources = sources
         return with_intent(outcome)
     if not result.text or top < settings.TURN_ANSWER_MIN_SCORE and not result.cited:
-        outcome = _fallback(conversation, state, sources)
+        outcome = _fallback(state, sources)
         outcome.reply = result.text or outcome.reply
         for key, value in usage.items():
             setattr(outcome, key, value)
@@ -230,7 +301,7 @@ def _curated_answer(hits: list[SearchHit], sources: list[dict]) -> int | None:
     return sources[0]["n"]
 
 
-def _fallback(conversation: Conversation, state: dict, sources: list[dict]) -> Outcome:
+def _fallback(state: dict, sources: list[dict]) -> Outcome:
     strikes = int(state.get("strikes", 0)) + 1
     if strikes >= settings.TURN_LOW_CONFIDENCE_STRIKES:
         return Outcome(decision=Decision.ESCALATE, reply=REPLY_ESCALATED, escalate=EscalationReason.MISSING_KNOWLEDGE,
@@ -253,23 +324,24 @@ def _tool_specs(offered: list[str] | None) -> list[dict]:
     ]
 
 
-def _tool_flow(*, turn, conversation, call: ToolCall, original_text: str, confidence) -> Outcome:
+def _tool_flow(turn_input: TurnInput, *, call: ToolCall, confidence) -> Outcome:
     action = ActionDefinition.objects.filter(name=call.name, enabled=True).first()
     if action is None:
         return Outcome(decision=Decision.ESCALATE, reply=REPLY_ESCALATED, escalate=EscalationReason.UNSUPPORTED_REQUEST,
                        error=f"model proposed unknown action {call.name!r}", state={})
     # The model's arguments are only a proposal; anything it did not supply is read from
     # the customer's words the same way as the offline path.
-    params = {**extract_params(schema=action.parameters_schema, text=original_text), **call.arguments}
-    return _action_flow(turn=turn, conversation=conversation, action=action, params=params,
-                        intent=f"action:{action.name}", confidence=confidence)
+    params = {**extract_params(schema=action.parameters_schema, text=turn_input.text), **call.arguments}
+    return _action_flow(turn_input, action=action, params=params, intent=f"action:{action.name}",
+                        confidence=confidence)
 
 
 def _ask_for(action: ActionDefinition, name: str) -> str:
     return (action.ask or {}).get(name) or f"Could you tell me the {name.replace('_', ' ')}?"
 
 
-def _action_flow(*, turn, conversation, action: ActionDefinition, params: dict, intent: str, confidence) -> Outcome:
+def _action_flow(turn_input: TurnInput, *, action: ActionDefinition, params: dict, intent: str,
+                 confidence) -> Outcome:
     schema = action.parameters_schema
     params = {k: v for k, v in params.items() if k in schema.get("properties", {})}
     missing = missing_params(schema=schema, params=params)
@@ -277,10 +349,12 @@ def _action_flow(*, turn, conversation, action: ActionDefinition, params: dict, 
         asked = missing[0]
         return Outcome(decision=Decision.CLARIFY, reply=_ask_for(action, asked), intent=intent, confidence=confidence,
                        state={"pending_action": {"action": action.name, "params": params, "asked": asked}})
+    if turn_input.dry:
+        return _action_flow_dry(action=action, params=params, intent=intent, confidence=confidence)
     try:
         with transaction.atomic():
-            run = action_run_propose(action=action, params=params, idempotency_key=f"turn:{turn.pk}",
-                                     subject_type=SUBJECT_TYPE, subject_id=str(conversation.pk))
+            run = action_run_propose(action=action, params=params, idempotency_key=f"turn:{turn_input.turn_id}",
+                                     subject_type=SUBJECT_TYPE, subject_id=turn_input.conversation_id)
             if run.status == RunStatus.AWAITING_APPROVAL:
                 review_item_open(
                     kind=ItemKind.ACTION_APPROVAL, subject_type=RUN_SUBJECT_TYPE, subject_id=str(run.pk),
@@ -288,25 +362,52 @@ def _action_flow(*, turn, conversation, action: ActionDefinition, params: dict, 
                     summary=f"The assistant proposes “{action.title}” with {_describe(params, schema)}.",
                     reason=EscalationReason.POLICY_RESTRICTION, priority=2,
                     sla_minutes=settings.ESCALATION_SLA_MINUTES,
-                    data={"conversation_id": str(conversation.pk), "action": action.name, "params": params},
+                    data={"conversation_id": turn_input.conversation_id, "action": action.name, "params": params},
                 )
     except InvalidParameters as exc:
-        bad = next((name for name in schema.get("properties", {}) if str(exc).startswith(name)), "")
-        if bad:
-            params.pop(bad, None)
-            return Outcome(decision=Decision.CLARIFY, intent=intent, confidence=confidence,
-                           reply=f"That doesn't look right ({exc}). {_ask_for(action, bad)}",
-                           state={"pending_action": {"action": action.name, "params": params, "asked": bad}})
-        return Outcome(decision=Decision.FALLBACK, reply=f"I can't do that: {exc}", intent=intent,
-                       confidence=confidence, state={})
+        return _invalid_params(exc, action=action, params=params, intent=intent, confidence=confidence)
     if run.status == RunStatus.AWAITING_APPROVAL:
-        return Outcome(decision=Decision.APPROVAL, intent=intent, confidence=confidence, action_run_id=str(run.pk),
-                       reply=(f"I've sent this to our team for approval: {action.title.lower()} "
-                              f"({_describe(params, schema)}). You'll see the result here as soon as "
-                              f"it's decided."),
-                       reply_kind="action_pending", state={})
+        return _approval_outcome(action=action, params=params, intent=intent, confidence=confidence,
+                                 run_id=str(run.pk))
     run = action_run_execute(run_id=run.pk, final_attempt=True)
-    return _action_result_outcome(run=run, action=action, intent=intent, confidence=confidence)
+    outcome = _action_result_outcome(run=run, action=action, intent=intent, confidence=confidence)
+    outcome.action = {"name": action.name, "params": run.params}
+    return outcome
+
+
+def _action_flow_dry(*, action: ActionDefinition, params: dict, intent: str, confidence) -> Outcome:
+    """What the live flow would decide, without proposing or executing: the same parameter
+    check and approval rule; an action that needs no approval is taken to succeed."""
+    try:
+        action_params_validate(action=action, params=params)
+    except InvalidParameters as exc:
+        return _invalid_params(exc, action=action, params=params, intent=intent, confidence=confidence)
+    if approvals_required_for(action=action, params=params) > 0:
+        return _approval_outcome(action=action, params=params, intent=intent, confidence=confidence, run_id="")
+    return Outcome(decision=Decision.ACTION, intent=intent, confidence=confidence, reply_kind="action_done",
+                   reply=f"(Not run: evaluation) {action.title}: {_describe(params, action.parameters_schema)}.",
+                   action={"name": action.name, "params": params}, state={})
+
+
+def _invalid_params(exc: InvalidParameters, *, action: ActionDefinition, params: dict, intent: str,
+                    confidence) -> Outcome:
+    schema = action.parameters_schema
+    bad = next((name for name in schema.get("properties", {}) if str(exc).startswith(name)), "")
+    if bad:
+        params.pop(bad, None)
+        return Outcome(decision=Decision.CLARIFY, intent=intent, confidence=confidence,
+                       reply=f"That doesn't look right ({exc}). {_ask_for(action, bad)}",
+                       state={"pending_action": {"action": action.name, "params": params, "asked": bad}})
+    return Outcome(decision=Decision.FALLBACK, reply=f"I can't do that: {exc}", intent=intent,
+                   confidence=confidence, state={})
+
+
+def _approval_outcome(*, action: ActionDefinition, params: dict, intent: str, confidence, run_id: str) -> Outcome:
+    return Outcome(decision=Decision.APPROVAL, intent=intent, confidence=confidence, action_run_id=run_id,
+                   reply=(f"I've sent this to our team for approval: {action.title.lower()} "
+                          f"({_describe(params, action.parameters_schema)}). You'll see the result here as soon "
+                          f"as it's decided."),
+                   reply_kind="action_pending", state={}, action={"name": action.name, "params": params})
 
 
 def _describe(params: dict, schema: dict | None = None) -> str:

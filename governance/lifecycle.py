@@ -18,6 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from governance.audit import canonical_json
+from governance.evaluation import run_summary
 from governance.exceptions import LifecycleRefused
 from governance.models import (
     DEPLOYABLE_STATUSES,
@@ -315,8 +316,10 @@ def _live(assistant: Assistant):
 def _end(deployment: Deployment, *, actor, reason: str) -> None:
     deployment.ended_at, deployment.ended_by = timezone.now(), _user(actor)
     deployment.save(update_fields=["ended_at", "ended_by", "updated_at"])
-    EvaluationRun.objects.filter(deployment=deployment, status=RunStatus.RUNNING).update(
-        status=RunStatus.DONE, finished_at=deployment.ended_at)
+    # The shadow's evaluation run ends with it, its summary brought up to date with every result.
+    for run in EvaluationRun.objects.select_for_update().filter(deployment=deployment, status=RunStatus.RUNNING):
+        run.status, run.finished_at, run.summary = RunStatus.DONE, deployment.ended_at, run_summary(run)
+        run.save(update_fields=["status", "finished_at", "summary", "updated_at"])
 
 
 def _start(assistant, *, role, model_version, prompt_version, actor, reason, percent=0) -> Deployment:
