@@ -14,9 +14,11 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("help/", include("knowledge.urls")),
+    path("governance/", include(("governance.urls", "governance"))),
     path("", include("convo.urls")),
     path("api/v1/knowledge/", include("knowledge.api.urls")),
     path("api/review/", include("review.api.urls")),
+    path("api/governance/", include("governance.api.urls")),
     path("api/v1/integrations/webhooks/<str:connector_name>/", inbound_webhook, name="integrations_inbound_webhook"),
     path("api/v1/", include("convo.api.urls")),
 ]

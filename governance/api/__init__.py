@@ -1,0 +1,1 @@
+"""The governance REST API (``/api/governance/``): versions, their lifecycle, deployments."""
