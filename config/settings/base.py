@@ -82,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "convo.compliance.nav_context",
             ],
         },
     },
@@ -100,7 +101,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/office/"
+LOGIN_REDIRECT_URL = "/"  # config.views.home: where the role works
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en"
@@ -150,6 +151,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    # Evaluation runs and shadow answers must never delay a customer's turn.
+    "convo.evaluation_run": {"queue": "evaluations"},
+    "convo.shadow_turn": {"queue": "evaluations"},
     "convo.*": {"queue": "turns"},
     "integrations.*": {"queue": "actions"},
     "knowledge.*": {"queue": "ingestion"},
@@ -172,6 +176,18 @@ CELERY_BEAT_SCHEDULE: dict = {
     "webhook-deliveries-sweep": {"task": "integrations.webhook_deliveries_sweep", "schedule": 30.0},
     "expire-action-runs": {"task": "integrations.expire_action_runs", "schedule": 300.0},
 }
+# Retention policies (governance/retention.py): every enabled policy runs once per
+# Embedded default (eager Celery): the outbox relay runs evaluation cases for at most this long per round.
+EVALUATION_RELAY_BUDGET_S = env.float("EVALUATION_RELAY_BUDGET_S", default=30.0)
+# Compliance exports of a date range: at most this many days and conversations per bundle.
+COMPLIANCE_EXPORT_MAX_DAYS = env.int("COMPLIANCE_EXPORT_MAX_DAYS", default=31)
+COMPLIANCE_EXPORT_MAX_CONVERSATIONS = env.int("COMPLIANCE_EXPORT_MAX_CONVERSATIONS", default=200)
+# RETENTION_RUN_EVERY_S (daily); a run purges at most RETENTION_RUN_MAX_ROWS rows, RETENTION_BATCH_SIZE
+# per statement, and leaves the rest to the next run.
+RETENTION_RUN_EVERY_S = env.float("RETENTION_RUN_EVERY_S", default=86_400.0)
+RETENTION_RUN_MAX_ROWS = env.int("RETENTION_RUN_MAX_ROWS", default=50_000)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=500)
+CELERY_BEAT_SCHEDULE["retention-run-due"] = {"task": "governance.retention_run_due", "schedule": RETENTION_RUN_EVERY_S}
 # Transactional outbox (config/outbox.py): a message not dispatched after OUTBOX_RESEND_AFTER_S, or
 # dispatched but unfinished after OUTBOX_LEASE_S (a killed worker; the lease doubles with each
 # send), is sent again by the relay; after OUTBOX_MAX_SENDS sends it is given up and logged.
@@ -245,6 +261,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "integrations.actiondefinition",
     {"model": "integrations.inboundwebhookconfig", "exclude_fields": _SECRET},
     {"model": "integrations.webhookendpoint", "exclude_fields": _SECRET},
+    "governance.retentionpolicy",
+    "governance.legalhold",
 )
 
 LOGGING = {
