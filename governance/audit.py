@@ -346,7 +346,7 @@ def audit_checkpoint_create(*, batch_size: int = 5000):
 def checkpoint_key_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Production only: without its own key, checkpoints are signed with a key derived from
     SECRET_KEY, which anyone holding SECRET_KEY can forge and which a rotation invalidates."""
-    if not settings.SETTINGS_MODULE.endswith(".production") or checkpoint_key_configured():
+    if not (settings.SETTINGS_MODULE or "").endswith(".production") or checkpoint_key_configured():
         return []
     return [checks.Warning(
         "AUDIT_CHECKPOINT_KEY is not set: audit checkpoints are signed with a key derived from SECRET_KEY.",
