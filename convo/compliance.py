@@ -40,7 +40,7 @@ from governance.evidence import (
     events_chain_status,
 )
 from governance.models import AuditEvent, ModelVersion, PromptVersion
-from governance.permissions import can_read_governance, user_has_role, user_roles
+from governance.permissions import can_read_conversations, can_read_governance, user_has_role, user_roles
 from governance.roles import Role as StaffRole
 from governance.services import audit_event_record
 from integrations.models import ActionRun, ActionRunEvent
@@ -64,12 +64,14 @@ def may_audit(user) -> bool:
 
 def nav_context(request) -> dict:
     """Template context processor (``convo.compliance.nav_context``): which back-office sections
-    the navigation offers — ``nav_compliance`` (compliance pages and retention: compliance
+    the navigation offers — ``nav_office`` (the inbox: those who read conversations),
+    ``nav_compliance`` (compliance pages and retention: compliance
     officers, administrators) and ``nav_governance`` (versions and evaluations: model owners
     too). Lazy, and free on office pages: their view has already checked the role, and
     ``user_roles`` keeps the roles on the request's user, whereas ``perms`` in the template
     would cost two queries on every office page."""
-    return {"nav_compliance": SimpleLazyObject(lambda: may_audit(request.user)),
+    return {"nav_office": SimpleLazyObject(lambda: can_read_conversations(request.user)),
+            "nav_compliance": SimpleLazyObject(lambda: may_audit(request.user)),
             "nav_governance": SimpleLazyObject(lambda: can_read_governance(request.user))}
 
 
