@@ -39,7 +39,6 @@ import io
 import os
 import random
 import re
-import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.benchlib import create_database, drop_database, percentile  # noqa: E402
+from bench.benchlib import fresh_database, percentile  # noqa: E402
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
@@ -196,34 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 2 or args.writes < 1 or args.tampers < 0:
         parser.error("--events must be at least 2, --writes positive, --tampers not negative")
 
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    name = f"tandem_bench_audit_{secrets.token_hex(4)}"
-    create_database(db, name)
-    # Connections are made lazily from settings: pointing the default alias at the new database
-    # before django.setup() makes every ORM query of this process use it.
-    db["NAME"] = name
     run_started = time.perf_counter()
     summary: list[str] = []
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    command = " ".join([".venv/bin/python bench/audit.py", *(argv if argv is not None else sys.argv[1:])])
+    print(f"$ {command}")
+    with fresh_database("tandem_bench_audit", keep=args.keep_db):
         from django.db import transaction
 
         from governance.audit import audit_checkpoint_create
         from governance.models import AuditEvent
         from governance.services import audit_event_record
-
-        command = " ".join([".venv/bin/python bench/audit.py", *(argv if argv is not None else sys.argv[1:])])
-        print(f"$ {command}")
-        print(f"database {name} on {db.get('HOST') or 'localhost'}; {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        t0 = time.perf_counter()
-        call_command("migrate", verbosity=0, interactive=False)
-        print(f"migrated in {time.perf_counter() - t0:.1f} s", flush=True)
 
         t0 = time.perf_counter()
         load_events(count=args.events, seed=args.seed)
@@ -288,16 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         print(summary[-1], flush=True)
         summary.append(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; the run took "
                        f"{time.perf_counter() - run_started:.0f} s")
-        if args.keep_db:
-            print(f"kept database {name}")
         print(f"\n== summary ==\n$ {command}")
         print("\n".join(summary))
         print(f"events={args.events} verify_s={verify_s:.2f} write_p95_ms={write_p95:.2f} "
               f"tamper_detected={detected}/{args.tampers}")
         return 0 if intact and detected == located == args.tampers else 1
-    finally:
-        if not args.keep_db:
-            drop_database(db, name)
 
 
 if __name__ == "__main__":
