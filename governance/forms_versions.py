@@ -17,14 +17,12 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
+from governance.lifecycle import template_placeholders, template_problems
 from governance.models import ModelVersion, PromptVersion, Provider, RiskLevel
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,79}$")
 TOOL_RE = re.compile(r"^[a-z0-9_]{1,80}$")
-PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# What convo.pipeline fills into a prompt template; anything else would reach the model verbatim.
-FILLED_PLACEHOLDERS = ("company", "sources")
 
 # Parameters each provider reads (convo.providers.provider_for_version): name -> (type, low, high, help).
 PARAMETERS: dict[str, dict[str, tuple[type, float, float | None, str]]] = {
@@ -73,23 +71,6 @@ def endpoint_problem(endpoint: str) -> str | None:
     except ValidationError:
         return "The endpoint must be an http(s) URL, e.g. https://api.openai.com/v1."
     return None
-
-
-def template_placeholders(template: str) -> list[str]:
-    return sorted(set(PLACEHOLDER_RE.findall(template)))
-
-
-def template_problems(template: str) -> list[str]:
-    if not template.strip():
-        return ["Write the prompt template."]
-    problems = []
-    if "{sources}" not in template:
-        problems.append("The template must include {sources}: the numbered sources the answer cites.")
-    unknown = [p for p in template_placeholders(template) if p not in FILLED_PLACEHOLDERS]
-    if unknown:
-        problems.append(f"{', '.join('{' + p + '}' for p in unknown)}: the assistant fills in only "
-                        f"{{company}} and {{sources}}; anything else would reach the model as written.")
-    return problems
 
 
 def tools_problem(tools: Any) -> str | None:

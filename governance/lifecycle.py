@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from typing import Any, Iterable
 
 from django.db import transaction
@@ -43,6 +44,9 @@ MODEL_CONTENT_FIELDS = ("provider", "model_name", "endpoint", "api_key_env", "pa
                         "cost_per_1k_output", "risk_level", "intended_use", "limitations")
 PROMPT_CONTENT_FIELDS = ("template", "variables", "tools")
 Version = ModelVersion | PromptVersion
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What convo.pipeline fills into a prompt template; anything else would reach the model verbatim.
+FILLED_PLACEHOLDERS = ("company", "sources")
 
 
 def _refusal_audited(func):
@@ -118,12 +122,9 @@ def _validate_model_fields(fields: dict[str, Any]) -> None:
 
 
 def _validate_prompt_fields(fields: dict[str, Any]) -> None:
-    template = fields.get("template", "")
-    if not template.strip():
-        raise LifecycleRefused("The prompt template is empty.", code="invalid")
-    if "{sources}" not in template:
-        raise LifecycleRefused("The template must include {sources}: the numbered sources the answer cites.",
-                               code="invalid")
+    problems = template_problems(fields.get("template", ""))
+    if problems:
+        raise LifecycleRefused(" ".join(problems), code="invalid")
     tools = fields.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, str) for t in tools)):
         raise LifecycleRefused("Tools must be a list of action names.", code="invalid")
@@ -149,18 +150,31 @@ def prompt_version_create(*, actor, name: str, template: str, variables: list | 
     with transaction.atomic():
         version = PromptVersion.objects.create(
             name=name, version=_next_number(PromptVersion, name), template=template,
-            variables=variables if variables is not None else _placeholders(template), tools=tools,
+            variables=variables if variables is not None else template_placeholders(template), tools=tools,
             description=description, created_by=_user(actor), status=VersionStatus.DRAFT,
         )
         _event(version, kind=VersionEventKind.CREATED, actor=actor)
     return version
 
 
-def _placeholders(template: str) -> list[str]:
-    import string
+def template_placeholders(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a prompt template, sorted."""
+    return sorted(set(PLACEHOLDER_RE.findall(template)))
 
-    return sorted({name for _, name, _, _ in string.Formatter().parse(template.replace("{{", "").replace("}}", ""))
-                   if name})
+
+def template_problems(template: str) -> list[str]:
+    """Why a template cannot answer customers (empty when it can); the forms and the API show
+    the same reasons the services refuse with."""
+    if not template.strip():
+        return ["Write the prompt template."]
+    problems = []
+    if "{sources}" not in template:
+        problems.append("The template must include {sources}: the numbered sources the answer cites.")
+    unknown = [p for p in template_placeholders(template) if p not in FILLED_PLACEHOLDERS]
+    if unknown:
+        problems.append(f"{', '.join('{' + p + '}' for p in unknown)}: the assistant fills in only "
+                        f"{{company}} and {{sources}}; anything else would reach the model as written.")
+    return problems
 
 
 @_refusal_audited

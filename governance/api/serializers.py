@@ -14,10 +14,9 @@ from governance.forms_versions import (
     endpoint_problem,
     name_problem,
     parameters_problems,
-    template_placeholders,
-    template_problems,
     tools_problem,
 )
+from governance.lifecycle import template_placeholders, template_problems
 from governance.models import Deployment, EvaluationRun, ModelVersion, Provider, RiskLevel, VersionEvent
 from governance.views_versions import evaluation_url
 

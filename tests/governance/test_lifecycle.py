@@ -314,3 +314,11 @@ def test_the_demo_has_a_candidate_waiting_for_another_owners_approval(users):
     assert candidate.intended_use and candidate.limitations
     load_versions()
     assert ModelVersion.objects.filter(name=CONCISE_MODEL).count() == 1
+
+
+def test_a_prompt_with_a_placeholder_the_assistant_does_not_fill_is_refused(owners):
+    author, _ = owners
+    with pytest.raises(LifecycleRefused, match=r"\{tone\}: the assistant fills in only"):
+        lifecycle.prompt_version_create(actor=author, name="x", template="Be {tone}.\n{sources}")
+    assert not PromptVersion.objects.filter(name="x").exists()
+    assert _refusals("invalid") == 1
